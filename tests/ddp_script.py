@@ -1,0 +1,24 @@
+"""Run under `torchrun --nproc_per_node 2 tests/ddp_script.py OUT BS`: trains the core test problem
+with gradual unfreezing and writes each rank's final loss and weights to OUT/rank<k>.json."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from core_helpers import make_trainer  # noqa: E402
+
+from ulmfit.core import build_strategy  # noqa: E402
+
+out, bs = Path(sys.argv[1]), int(sys.argv[2])
+t = make_trainer(bs=bs, shuffle=False, clip=None)
+t.model[2].p = 0.0  # no dropout: ranks would draw different masks
+hist = t.fit(build_strategy("gradual", 3, epochs=[1, 1], lr=0.05, schedule="one_cycle"))
+rank = t.accelerator.process_index
+weights = [p.detach().flatten().tolist() for p in t.model.parameters()]
+(out / f"rank{rank}.json").write_text(json.dumps({
+    "valid_loss": hist[-1]["valid_loss"], "train_loss": hist[-1]["train_loss"],
+    "num_processes": t.accelerator.num_processes, "weights": weights}))
+t.end()

@@ -1,0 +1,181 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core_helpers import make_trainer
+from ulmfit.core import Stage, build_strategy, lr_find
+from ulmfit.core import checkpoint as ckpt
+from ulmfit.errors import UlmfitError
+
+
+def weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_fit_learns_and_writes_metrics(tmp_path):
+    t = make_trainer(out_dir=tmp_path)
+    hist = t.fit(build_strategy("full", 3, epochs=3, lr=0.1, schedule="one_cycle"))
+    assert len(hist) == 3
+    assert hist[-1]["valid_accuracy"] > 0.8
+    assert hist[-1]["valid_loss"] < hist[0]["valid_loss"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "metrics.csv").read_text().startswith("epoch,")
+    assert ckpt.latest_checkpoint(tmp_path / "checkpoints").name == "ckpt-3"
+
+
+def test_same_seed_same_metrics():
+    a = make_trainer().fit(build_strategy("gradual", 3, epochs=[1, 1, 1], lr=1e-2))
+    b = make_trainer().fit(build_strategy("gradual", 3, epochs=[1, 1, 1], lr=1e-2))
+    assert [r["valid_loss"] for r in a] == [r["valid_loss"] for r in b]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_gradual_unfreezing_leaves_frozen_groups_bit_identical():
+    t = make_trainer()
+    g = t.groups
+    start = weights(t.model)
+    stages = build_strategy("gradual", 3, epochs=[1, 1], lr=1e-2)
+    t.fit(stages[:1])  # head only
+    now = weights(t.model)
+    p0, p1, p2 = (set(map(id, grp)) for grp in g.params)
+    for b, a, p in zip(start, now, t.model.parameters()):
+        assert torch.equal(b, a) == (id(p) not in p2)
+
+
+def crash_after(trainer, stages, n_epochs):
+    """Run `stages` and kill the run (KeyboardInterrupt) once n_epochs epochs are done."""
+    orig = trainer._train_epoch
+    calls = {"n": 0}
+
+    def epoch(*a, **k):
+        if calls["n"] == n_epochs:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return orig(*a, **k)
+
+    trainer._train_epoch = epoch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(stages)
+
+
+@pytest.mark.parametrize("strategy,epochs,kill_after", [("gradual", [1, 2], 1), ("full", 3, 2)])
+def test_resume_equals_uninterrupted(tmp_path, strategy, epochs, kill_after):
+    stages = build_strategy(strategy, 3, epochs=epochs, lr=1e-2, schedule="stlr")
+    full = make_trainer(out_dir=tmp_path / "a")
+    ref = full.fit(stages)
+    crash_after(make_trainer(out_dir=tmp_path / "b"), stages, kill_after)
+    assert ckpt.latest_checkpoint(tmp_path / "b" / "checkpoints").name == f"ckpt-{kill_after}"
+    resumed = make_trainer(out_dir=tmp_path / "b")  # a fresh process
+    hist = resumed.fit(stages, resume=True)
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    assert [r["valid_loss"] for r in hist] == [r["valid_loss"] for r in ref]
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_atomic_write_survives_crash(tmp_path):
+    path = tmp_path / "file.bin"
+    ckpt.atomic_write(path, lambda tmp: Path(tmp).write_bytes(b"old"))
+
+    def crash(tmp):
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        ckpt.atomic_write(path, crash)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file.bin"]
+
+
+def test_checkpoint_crash_keeps_previous(tmp_path, monkeypatch):
+    model = nn.Linear(2, 2)
+    ckpt.save_checkpoint(tmp_path, 1, model, {"epoch": 1})
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", boom)
+    with pytest.raises(RuntimeError):
+        ckpt.save_checkpoint(tmp_path, 2, model, {"epoch": 2})
+    latest = ckpt.latest_checkpoint(tmp_path)
+    assert latest.name == "ckpt-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-1", "latest"]
+
+
+def test_nan_loss_is_a_clear_error():
+    t = make_trainer()
+    t.loss_fn = lambda out, y: nn.functional.cross_entropy(out, y) * float("nan")
+    with pytest.raises(UlmfitError, match="loss became nan at epoch 1, step 1"):
+        t.fit(build_strategy("full", 3, epochs=1, lr=1e-2))
+
+
+def test_early_stopping():
+    t = make_trainer(early_stopping_patience=0)
+    # an LR of zero never improves after the first epoch
+    hist = t.fit([Stage(epochs=5, lr=1e-12, schedule="constant")])
+    assert len(hist) == 2
+
+
+def test_grad_accum_matches_bigger_batch():
+    a = make_trainer(bs=32, shuffle=False, grad_accum=2, clip=None).fit([Stage(epochs=1, lr=1e-2, schedule="constant")])
+    b = make_trainer(bs=64, shuffle=False, clip=None).fit([Stage(epochs=1, lr=1e-2, schedule="constant")])
+    assert a[0]["valid_loss"] == pytest.approx(b[0]["valid_loss"], rel=1e-4)
+
+
+def test_lr_finder_restores_and_suggests(tmp_path):
+    t = make_trainer(clip=None)
+    before = weights(t.model)
+    res = lr_find(t, start_lr=1e-5, end_lr=10, num_it=60)
+    for a, b in zip(before, t.model.parameters()):
+        assert torch.equal(a, b)
+    assert all(s is not None for s in res.suggestions.values())
+    i = res.lrs.index(res.suggestion)
+    lo = min(range(len(res.losses)), key=res.losses.__getitem__)
+    # the valley suggestion is on the descending part, before the minimum
+    assert i <= lo and res.losses[i] < res.losses[0]
+    assert 1e-4 < res.suggestion < 1.0
+    res.save(tmp_path)
+    data = json.loads((tmp_path / "lr_find.json").read_text())
+    assert data["suggested_lr"] == res.suggestion
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+
+
+def test_mixed_precision_option():
+    with pytest.raises(UlmfitError, match="mixed_precision"):
+        make_trainer(mixed_precision="fp8")
+    hist = make_trainer(mixed_precision="bf16").fit([Stage(epochs=1, lr=1e-2)])
+    assert hist[0]["valid_loss"] < 2
+
+
+def test_two_processes_match_one(tmp_path):
+    """2 CPU processes (torchrun, gloo) with the same global batch give the same result as one;
+    the group unfrozen at stage 2 ends identical on both ranks (no find_unused_parameters)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "ddp_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for n, bs, sub in ((1, 64, "one"), (2, 32, "two")):
+        d = tmp_path / sub
+        d.mkdir()
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_port", str(29500 + n + os.getpid() % 1000), str(script), str(d), str(bs)]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    r0 = json.loads((tmp_path / "two" / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "two" / "rank1.json").read_text())
+    assert one["num_processes"] == 1 and r0["num_processes"] == 2
+    assert r0["weights"] == r1["weights"]  # ranks in sync, bit for bit
+    # same global batch: equal up to float summation order (tolerance 1e-5)
+    assert r0["valid_loss"] == pytest.approx(one["valid_loss"], abs=1e-5)
+    flat = lambda w: torch.tensor([v for p in w for v in p])  # noqa: E731
+    assert torch.allclose(flat(r0["weights"]), flat(one["weights"]), atol=1e-5)
+    # the bottom group trained only in stage 2 and moved on both ranks
+    first = make_trainer().model  # same seed, initial weights
+    assert not torch.allclose(flat(r0["weights"][:1]), first[0].weight.detach().flatten())

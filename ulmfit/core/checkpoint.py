@@ -1,0 +1,99 @@
+"""Checkpoints: weights in safetensors, training state in a weights-only torch file, written atomically.
+
+A checkpoint is a folder `ckpt-<epoch>` holding `model.safetensors` and `state.pt`. It is written
+under a temporary name and renamed into place, then the `latest` pointer file is replaced
+atomically, so a kill at any moment leaves either the old checkpoint or the new one, never a
+half-written file that looks valid. Nothing here unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from ulmfit.errors import UlmfitError
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` then rename tmp over `path` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Model weights to safetensors (tied tensors stored once), atomically."""
+    atomic_write(path, lambda tmp: save_model(model, tmp))
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    path = Path(path)
+    if not path.exists():
+        raise UlmfitError(f"weights file {path} does not exist")
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if strict and (missing or unexpected):
+        raise UlmfitError(
+            f"weights in {path} do not match the model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state: dict, keep: int = 1) -> Path:
+    """Write checkpoint `epoch` under `root` and point `root/latest` at it; keep the newest `keep`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"ckpt-{epoch}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".ckpt-{epoch}.", dir=root))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / "latest", final.name)
+    ckpts = sorted((p for p in root.glob("ckpt-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+    for old in ckpts[:-keep]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".ckpt-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    pointer = Path(root) / "latest"
+    if not pointer.exists():
+        return None
+    path = Path(root) / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / "state.pt").exists() and (path / "model.safetensors").exists() else None
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
+    """Load weights into `model` and return the training state (weights_only: no code runs)."""
+    path = Path(path)
+    load_weights(model, path / "model.safetensors")
+    try:
+        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupted or foreign file
+        raise UlmfitError(f"cannot read training state {path / 'state.pt'}: {e}") from None

@@ -1,0 +1,429 @@
+"""The one training loop, on Hugging Face `accelerate`.
+
+For each stage of a strategy: set which layer groups train; for each epoch and batch: schedule
+step, forward, loss (+ a model's extra loss such as AR/TAR), backward, clip, optimizer step;
+evaluate; write metrics; checkpoint. The same code runs on a CPU, one GPU, or many processes
+(DDP over gloo or NCCL): `torchrun --nproc_per_node N script.py` or `accelerate launch`.
+
+Under several processes the model is wrapped in DDP anew at each stage, over the parameters
+that train in that stage, so a group unfrozen later is synchronised without the slow
+`find_unused_parameters=True` (DDP only reduces parameters that required grad when built).
+Memory stays flat: losses are kept as one detached running tensor and logged as floats.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ulmfit.core import checkpoint as ckpt
+from ulmfit.core.groups import LayerGroups, lr_spec_to_list, set_group_lrs
+from ulmfit.core.schedules import make_schedule
+from ulmfit.core.seed import rng_state, set_rng_state, set_seed
+from ulmfit.core.strategies import Stage
+from ulmfit.errors import UlmfitError
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.99)
+    eps: float = 1e-6
+    clip: float | None = 0.25
+    grad_accum: int = 1
+    mixed_precision: str = "no"            # no | bf16 | fp16 | auto
+    early_stopping_patience: int | None = None
+    monitor: str = "valid_loss"
+    monitor_mode: str = "min"
+    progress: bool = True
+    seed: int = 42
+    max_steps_per_epoch: int | None = None  # cap batches per epoch (quick runs, smoke tests)
+    flush_denormal: bool = True
+    log_every: int = 10
+    cpu: bool = False                       # force the CPU even where a GPU is available
+
+
+@dataclass
+class Hooks:
+    """The few places a domain plugs into the loop (all optional).
+
+    - split_batch(batch) -> (inputs, targets); inputs is passed to the model as one argument.
+    - loss_extra(model, output, targets) -> tensor added to the loss in training (AR/TAR).
+    - on_epoch_start(model, epoch) / on_eval_start(model): e.g. reset an RNN's hidden state.
+    - lr_scale(batch) -> float: multiply the LR for this batch (variable-length BPTT).
+    - predict(output) -> tensor of predictions for metric functions (default argmax(-1)).
+    - eval_output(output) -> tensor used by the loss in evaluation (default: the output itself).
+    """
+
+    split_batch: Callable | None = None
+    loss_extra: Callable | None = None
+    on_epoch_start: Callable | None = None
+    on_eval_start: Callable | None = None
+    lr_scale: Callable | None = None
+    predict: Callable | None = None
+
+
+def resolve_mixed_precision(mode: str) -> str:
+    """'auto' -> bf16 on GPUs that support it and CPUs with AMX-bf16, else 'no'."""
+    mode = (mode or "no").lower()
+    if mode not in ("no", "bf16", "fp16", "auto"):
+        raise UlmfitError(f"mixed_precision must be one of no, bf16, fp16, auto; got {mode!r}")
+    if mode != "auto":
+        return mode
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "no"
+    return "bf16" if "amx_bf16" in flags else "no"
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    groups: LayerGroups
+    loss_fn: Callable
+    train_loader: Any
+    valid_loader: Any = None
+    config: TrainConfig = field(default_factory=TrainConfig)
+    hooks: Hooks = field(default_factory=Hooks)
+    metrics: dict = field(default_factory=dict)        # name -> fn(preds, targets) -> float
+    loss_metrics: dict = field(default_factory=dict)   # name -> fn(mean valid loss) -> float
+    out_dir: str | Path | None = None
+    accelerator: Any = None
+
+    def __post_init__(self):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
+
+        cfg = self.config
+        if cfg.grad_accum < 1:
+            raise UlmfitError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
+        set_seed(cfg.seed)
+        if self.accelerator is None:
+            mp = resolve_mixed_precision(cfg.mixed_precision)
+            _allow_new_precision(mp)
+            # accelerate only builds a multi-CPU (gloo) state when told `cpu=True`; torchrun sets
+            # WORLD_SIZE, so a CPU-only machine under torchrun gets DDP over gloo
+            multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+            self.accelerator = Accelerator(
+                cpu=cfg.cpu or multi_cpu,
+                mixed_precision=mp,
+                dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            )
+        acc = self.accelerator
+        if cfg.flush_denormal and acc.device.type == "cpu":
+            torch.set_flush_denormal(True)
+        self.model.to(acc.device)
+        self.train_loader = self._prepare_loader(self.train_loader)
+        self.valid_loader = self._prepare_loader(self.valid_loader)
+        self.optimizer = None
+        self.history: list[dict] = []
+        self.out_dir = Path(self.out_dir) if self.out_dir else None
+        self._ddp = None
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _prepare_loader(self, loader):
+        if loader is None:
+            return None
+        if isinstance(loader, torch.utils.data.DataLoader):
+            return self.accelerator.prepare_data_loader(loader)
+        return loader  # a domain iterable that shards itself (e.g. LM streams) and sets its epoch
+
+    def _make_optimizer(self, lrs):
+        cfg = self.config
+        opt = self.groups.make_optimizer(lrs, cfg.optimizer, cfg.weight_decay, cfg.betas, cfg.eps)
+        self.optimizer = self.accelerator.prepare_optimizer(opt)
+
+    def _forward_model(self):
+        return self._ddp if self._ddp is not None else self.model
+
+    def _enter_stage(self, stage: Stage):
+        self.groups.set_trainable(stage.trainable(len(self.groups)))
+        if self.accelerator.num_processes > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self._ddp = None
+            ids = [self.accelerator.device.index] if self.accelerator.device.type == "cuda" else None
+            self._ddp = DDP(self.model, device_ids=ids)
+
+    def steps_per_epoch(self, stage: Stage | None = None) -> int:
+        n = len(self.train_loader)
+        if self.config.max_steps_per_epoch:
+            n = min(n, self.config.max_steps_per_epoch)
+        return max(1, n // self.config.grad_accum)
+
+    # ---- one step -------------------------------------------------------------------------
+    def _split(self, batch):
+        if self.hooks.split_batch:
+            return self.hooks.split_batch(batch)
+        return batch[0], batch[1]
+
+    def _to_device(self, x):
+        dev = self.accelerator.device
+        if isinstance(x, torch.Tensor):
+            return x.to(dev, non_blocking=True)
+        if isinstance(x, (list, tuple)):
+            return type(x)(self._to_device(v) for v in x)
+        if isinstance(x, dict):
+            return {k: self._to_device(v) for k, v in x.items()}
+        return x
+
+    def _loss(self, batch, train: bool):
+        inputs, targets = self._split(batch)
+        inputs, targets = self._to_device(inputs), self._to_device(targets)
+        model = self._forward_model() if train else self.model
+        with self.accelerator.autocast():
+            output = model(inputs)
+            loss = self.loss_fn(output, targets)
+            if train and self.hooks.loss_extra is not None:
+                extra = self.hooks.loss_extra(self.model, output, targets)
+                if extra is not None:
+                    loss = loss + extra
+        return loss, output, targets
+
+    def _trainable_params(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def train_step(self, batches, lr_mult: float, mom: float | None, base_lrs, ctx: str = ""):
+        """One optimizer step over `grad_accum` micro-batches. Returns the mean loss (tensor)."""
+        acc, cfg = self.accelerator, self.config
+        scale = self.hooks.lr_scale(batches[0]) if self.hooks.lr_scale else 1.0
+        set_group_lrs(self.optimizer, [lr * lr_mult * scale for lr in base_lrs])
+        if mom is not None:
+            for g in self.optimizer.param_groups:
+                if "betas" in g:
+                    g["betas"] = (mom, g["betas"][1])
+                elif "momentum" in g:
+                    g["momentum"] = mom
+        total = 0.0
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1
+            ddp = self._ddp
+            cm = ddp.no_sync() if (ddp is not None and not sync) else _nullcontext()
+            with cm:
+                loss, _, _ = self._loss(batch, train=True)
+                if not torch.isfinite(loss.detach()):
+                    raise UlmfitError(
+                        f"the training loss became {loss.item()} {ctx} (top-group lr "
+                        f"{base_lrs[-1] * lr_mult * scale:.3g}); lower the learning rate, "
+                        "enable gradient clipping, or check the input data"
+                    )
+                acc.backward(loss / len(batches))
+            total = total + loss.detach()
+        if cfg.clip:
+            params = self._trainable_params()
+            if params:
+                acc.clip_grad_norm_(params, cfg.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / len(batches)
+
+    def _batches(self, loader, limit: int | None):
+        """Yield lists of `grad_accum` consecutive batches (at most `limit` lists)."""
+        k = self.config.grad_accum
+        chunk, n = [], 0
+        for batch in loader:
+            chunk.append(batch)
+            if len(chunk) == k:
+                yield chunk
+                chunk, n = [], n + 1
+                if limit is not None and n >= limit:
+                    return
+
+    # ---- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, loader=None, prefix: str = "valid") -> dict:
+        loader = self.valid_loader if loader is None else self._prepare_loader(loader)
+        if loader is None:
+            return {}
+        acc = self.accelerator
+        self.model.eval()
+        if self.hooks.on_eval_start:
+            self.hooks.on_eval_start(self.model)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+        count = torch.zeros((), dtype=torch.float64, device=acc.device)
+        preds, targs = [], []
+        for batch in loader:
+            loss, output, targets = self._loss(batch, train=False)
+            token_level = targets.ndim == 2 and not targets.is_floating_point()
+            n = targets.numel() if token_level else (targets.shape[0] if targets.ndim else 1)
+            loss_sum += loss.detach().double() * n
+            count += n
+            if self.metrics:
+                p = self.hooks.predict(output) if self.hooks.predict else output.argmax(-1)
+                if token_level:  # LM: one prediction per token
+                    p, targets = p.reshape(-1), targets.reshape(-1)
+                p, t = acc.gather_for_metrics((p.contiguous(), targets.contiguous()))
+                preds.append(p.cpu())
+                targs.append(t.cpu())
+        loss_sum, count = acc.reduce(loss_sum), acc.reduce(count)
+        self.model.train()
+        out = {}
+        if count.item() > 0:
+            mean = (loss_sum / count).item()
+            out[f"{prefix}_loss"] = mean
+            for name, fn in self.loss_metrics.items():
+                out[f"{prefix}_{name}"] = float(fn(mean))
+        if preds:
+            p, t = _cat(preds), _cat(targs)
+            for name, fn in self.metrics.items():
+                out[f"{prefix}_{name}"] = float(fn(p, t))
+        return out
+
+    # ---- the loop -------------------------------------------------------------------------
+    def fit(self, stages: list[Stage], resume: bool = False) -> list[dict]:
+        """Train through `stages`; with `resume`, continue from the latest checkpoint in out_dir."""
+        if not stages:
+            raise UlmfitError("a strategy needs at least one stage")
+        acc, cfg = self.accelerator, self.config
+        n_groups = len(self.groups)
+        schedules = [make_schedule(s.schedule, **s.schedule_args) for s in stages]
+        base = [lr_spec_to_list(s.lr, n_groups, s.lr_factor) for s in stages]
+        self._make_optimizer(base[0])
+        done = 0
+        best, bad_epochs = None, 0
+        if resume:
+            done, best, bad_epochs = self._resume()
+        spe = self.steps_per_epoch()
+        epoch = 0
+        start_time = time.time() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
+        for si, (stage, sched, lrs) in enumerate(zip(stages, schedules, base)):
+            n_epochs = int(math.ceil(stage.epochs))
+            total = max(1, int(round(stage.epochs * spe)))
+            if epoch + n_epochs <= done:
+                epoch += n_epochs
+                continue
+            self._enter_stage(stage)
+            for e in range(n_epochs):
+                if epoch < done:
+                    epoch += 1
+                    continue
+                steps_this = min(spe, total - e * spe)
+                row = self._train_epoch(stage, si, e, epoch, sched, lrs, total, spe, steps_this)
+                row.update(self.evaluate())
+                row["elapsed_s"] = time.time() - start_time
+                self.history.append(row)
+                self._log_row(row)
+                stop = False
+                if cfg.early_stopping_patience is not None and cfg.monitor in row:
+                    v = row[cfg.monitor]
+                    better = best is None or (v < best if cfg.monitor_mode == "min" else v > best)
+                    best, bad_epochs = (v, 0) if better else (best, bad_epochs + 1)
+                    stop = bad_epochs > cfg.early_stopping_patience
+                epoch += 1
+                self._checkpoint(epoch, best, bad_epochs)
+                if stop:
+                    acc.print(f"early stopping after epoch {epoch}: {cfg.monitor} did not improve")
+                    return self.history
+        return self.history
+
+    def _train_epoch(self, stage, si, e, epoch, sched, lrs, total, spe, steps_this) -> dict:
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.config
+        self.model.train()
+        for loader in (self.train_loader,):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+        if self.hooks.on_epoch_start:
+            self.hooks.on_epoch_start(self.model, epoch)
+        bar = tqdm(total=steps_this, disable=not (cfg.progress and acc.is_main_process),
+                   desc=f"{stage.name or 'stage ' + str(si)} epoch {epoch + 1}", leave=False, dynamic_ncols=True)
+        running = torch.zeros((), device=acc.device)
+        n = 0
+        t0 = time.time()
+        for i, batches in enumerate(self._batches(self.train_loader, steps_this)):
+            t = e * spe + i
+            loss = self.train_step(batches, sched.lr_mult(t, total, spe), sched.momentum(t, total, spe),
+                                   lrs, ctx=f"at epoch {epoch + 1}, step {i + 1}")
+            running += loss
+            n += 1
+            bar.update(1)
+            if n % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{(running / n).item():.4f}")
+        bar.close()
+        train_loss = (acc.reduce(running, "mean") / max(n, 1)).item()
+        return {"epoch": epoch + 1, "stage": si, "stage_name": stage.name, "train_loss": train_loss,
+                "lr": lrs[-1], "train_steps": n, "epoch_s": time.time() - t0}
+
+    # ---- outputs --------------------------------------------------------------------------
+    def _log_row(self, row: dict) -> None:
+        acc = self.accelerator
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "stage_name"}
+        acc.print(json.dumps(shown)) if self.config.progress else None
+        if self.out_dir is None or not acc.is_main_process:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        keys = list(dict.fromkeys(k for r in self.history for k in r))
+        with open(self.out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+
+    def _checkpoint(self, epoch: int, best, bad_epochs: int) -> None:
+        if self.out_dir is None:
+            return
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = {"epoch": epoch, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+                     "history": json.dumps(self.history), "best": best, "bad_epochs": bad_epochs}
+            ckpt.save_checkpoint(self.out_dir / "checkpoints", epoch, self.model, state)
+        acc.wait_for_everyone()
+
+    def _resume(self):
+        path = ckpt.latest_checkpoint(self.out_dir / "checkpoints") if self.out_dir else None
+        if path is None:
+            return 0, None, 0
+        state = ckpt.load_checkpoint(path, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.history = json.loads(state["history"])
+        self.accelerator.print(f"resuming after epoch {state['epoch']} from {path}")
+        return int(state["epoch"]), state.get("best"), int(state.get("bad_epochs", 0))
+
+    def end(self) -> None:
+        """Destroy the process group (else a rank may abort at exit under torchrun)."""
+        self._ddp = None
+        self.accelerator.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _allow_new_precision(mp: str) -> None:
+    """accelerate keeps one process-wide state; a notebook may run phases with other precisions.
+
+    In a single process we reset that state when the precision changes (under several processes
+    the launcher fixes it, and it must stay as it is)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mp) != mp and state.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+
+
+def _cat(xs):
+    return torch.cat(xs).float().numpy() if xs[0].is_floating_point() else torch.cat(xs).numpy()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
