@@ -62,7 +62,6 @@ class Hooks:
     - on_epoch_start(model, epoch) / on_eval_start(model): e.g. reset an RNN's hidden state.
     - lr_scale(batch) -> float: multiply the LR for this batch (variable-length BPTT).
     - predict(output) -> tensor of predictions for metric functions (default argmax(-1)).
-    - eval_output(output) -> tensor used by the loss in evaluation (default: the output itself).
     """
 
     split_batch: Callable | None = None
