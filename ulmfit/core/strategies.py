@@ -36,6 +36,17 @@ class Stage:
     schedule_args: dict = field(default_factory=dict)
     name: str = ""
 
+    def __post_init__(self):
+        where = f"stage {self.name!r}" if self.name else "stage"
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) or self.epochs <= 0:
+            raise UlmfitError(f"{where}: epochs must be a positive number, got {self.epochs!r}")
+        lrs = self.lr if isinstance(self.lr, (list, tuple)) else [self.lr]
+        if not lrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in lrs):
+            raise UlmfitError(f"{where}: lr must be a positive number, a [low, high] pair or one per group, "
+                              f"got {self.lr!r}")
+        if self.lr_factor is not None and (not isinstance(self.lr_factor, (int, float)) or self.lr_factor <= 0):
+            raise UlmfitError(f"{where}: lr_factor must be a positive number or null, got {self.lr_factor!r}")
+
     def trainable(self, n_groups: int) -> list[int]:
         if self.only is not None:
             bad = [i for i in self.only if not -n_groups <= i < n_groups]

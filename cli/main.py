@@ -1,0 +1,195 @@
+"""`ulmfit` command line: one thin function a command over ulmfit.phases.
+
+Exit codes: 0 success, 2 bad usage or bad input (one clear line on stderr), 1 anything else.
+Logs and progress go to stderr, results to stdout (so `ulmfit predict ... | jq` works).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from ulmfit import __version__
+from ulmfit.errors import UlmfitError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+    help="ULMFiT-style transfer learning: pretrain / fine-tune an LM, train and use a classifier.\n\n"
+         "Every option is a config field: give a recipe with --config and override any field with "
+         "--set key.sub=value (e.g. --set train.epochs=3).",
+)
+
+CONFIG = typer.Option(None, "--config", "-c", help="YAML recipe (configs/*.yaml); its section for this phase is used.")
+SET = typer.Option(None, "--set", "-s", help="Override a config field, e.g. --set train.lr=0.01 (repeatable).")
+OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the config's `out`).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch logs.")
+RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"ulmfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _emit(result: dict) -> None:
+    typer.echo(json.dumps(result, indent=None, default=str))
+
+
+@app.command()
+def pretrain(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
+             quiet: bool = QUIET, resume: bool = RESUME):
+    """Phase 1: train an AWD-LSTM language model from scratch on a corpus (default WikiText-2)."""
+    from ulmfit import phases
+    from ulmfit.config import phase_config
+
+    cfg = phase_config("pretrain", config, set_, out)
+    _emit(phases.pretrain(cfg, quiet=quiet, resume=resume))
+
+
+@app.command("finetune-lm")
+def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
+                pretrained: Optional[str] = typer.Option(None, help="Pretrained LM folder (or fastai .pth)."),
+                quiet: bool = QUIET, resume: bool = RESUME):
+    """Phase 2: fine-tune a pretrained LM on the target domain's texts (discriminative LRs, STLR)."""
+    from ulmfit import phases
+    from ulmfit.config import phase_config
+
+    extra = [f"pretrained={pretrained}"] if pretrained else []
+    cfg = phase_config("finetune_lm", config, list(set_ or []) + extra, out)
+    _emit(phases.finetune_lm(cfg, quiet=quiet, resume=resume))
+
+
+@app.command("train-classifier")
+def train_classifier(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
+                     encoder: Optional[str] = typer.Option(None, help="Fine-tuned LM folder (omit: random encoder)."),
+                     quiet: bool = QUIET, resume: bool = RESUME):
+    """Phase 3: train a text classifier with gradual unfreezing; evaluates on the test file if given."""
+    from ulmfit import phases
+    from ulmfit.config import phase_config
+
+    extra = [f"encoder={encoder}"] if encoder else []
+    cfg = phase_config("classifier", config, list(set_ or []) + extra, out)
+    _emit(phases.train_classifier(cfg, quiet=quiet, resume=resume))
+
+
+@app.command("lr-find")
+def lr_find(phase: str = typer.Argument("classifier", help="Which phase's set-up to sweep: pretrain, finetune_lm or classifier."),
+            config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
+            start_lr: float = typer.Option(1e-7, help="First LR of the sweep."),
+            end_lr: float = typer.Option(10.0, help="Last LR of the sweep."),
+            num_it: int = typer.Option(100, help="Steps in the sweep."),
+            quiet: bool = QUIET):
+    """LR range test: sweep the LR exponentially, write lr_find.json and lr_find.png, print suggestions."""
+    from ulmfit import phases
+    from ulmfit.config import phase_config
+
+    phase = phase.replace("-", "_")
+    if phase not in ("pretrain", "finetune_lm", "classifier"):
+        raise UlmfitError(f"lr-find phase must be pretrain, finetune_lm or classifier, got {phase!r}")
+    cfg = phase_config(phase, config, set_, out)
+    _emit(phases.lr_find_phase(phase, cfg, start_lr=start_lr, end_lr=end_lr, num_it=num_it, quiet=quiet))
+
+
+@app.command()
+def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-classifier's output)."),
+             data: str = typer.Argument(..., help="Labelled file to evaluate on (csv, tsv, jsonl, parquet...)."),
+             text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) (default: the training ones)."),
+             label_col: Optional[str] = typer.Option(None, help="Label column (default: the training one)."),
+             out: Optional[str] = OUT, bs: int = typer.Option(64, help="Batch size.")):
+    """Evaluate a classifier on a labelled file: accuracy, macro-F1, report and confusion matrix."""
+    from ulmfit import phases
+
+    _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs))
+
+
+@app.command()
+def predict(model: str = typer.Argument(..., help="A classifier folder."),
+            texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify (or use --file, or stdin)."),
+            file: Optional[str] = typer.Option(None, "--file", "-f", help="A file of texts (one per line, or a table)."),
+            text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) when --file is a table."),
+            top_k: int = typer.Option(1, help="How many labels with probabilities to return per text."),
+            fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+            bs: int = typer.Option(64, help="Batch size.")):
+    """Classify texts; prints one JSON line (or CSV row) per text, in input order."""
+    from ulmfit import phases
+
+    if not texts and not file:
+        if sys.stdin.isatty():
+            raise UlmfitError("give texts as arguments, --file FILE, or pipe them on stdin")
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs)
+
+
+@app.command()
+def generate(model: str = typer.Argument(..., help="A language-model folder (pretrain / finetune-lm output)."),
+             prompt: str = typer.Argument("", help="Text to continue."),
+             n_words: int = typer.Option(40, "--n", help="Tokens to generate."),
+             temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
+             seed: int = typer.Option(42, help="Random seed.")):
+    """Continue a prompt with a trained language model (a quick sanity check)."""
+    from ulmfit import phases
+
+    typer.echo(phases.generate(model, prompt, n_words=n_words, temperature=temperature, seed=seed))
+
+
+@app.command()
+def run(config: str = typer.Argument(..., help="A recipe with pretrain / finetune_lm / classifier sections."),
+        set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
+        force: bool = typer.Option(False, "--force", help="Re-run phases whose output already exists."),
+        quiet: bool = QUIET):
+    """Run every phase of a recipe in order, skipping phases whose output already exists."""
+    from ulmfit import phases
+    from ulmfit.config import recipe_config
+
+    cfg = recipe_config(config, set_, out)
+    _emit(phases.run_recipe(cfg, force=force, quiet=quiet))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; maps errors to exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except UlmfitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return 2
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: unexpected failure ({type(e).__name__}: {e}); this is a bug, please report it",
+              file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

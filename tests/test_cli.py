@@ -1,0 +1,119 @@
+"""End-to-end CLI runs on real data (WikiText-2, TREC-6 from ../shared/data), scaled down to seconds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
+TINY = [
+    "pretrain.data.max_items=12", "pretrain.model.emb_size=32", "pretrain.model.n_hid=48",
+    "pretrain.train.bs=8", "pretrain.train.bptt=24", "pretrain.train.max_steps_per_epoch=6",
+    "finetune_lm.data.max_items=400", "finetune_lm.train.bs=8", "finetune_lm.train.bptt=24",
+    "finetune_lm.train.max_steps_per_epoch=4",
+    "classifier.data.max_items=300", "classifier.train.bs=16", "classifier.train.bptt=24",
+    "classifier.train.max_steps_per_epoch=4",
+]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "ULMFIT_DATA": str(DATA)}
+
+
+def ulmfit(*args, input=None, check=True):
+    r = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, input=input, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ulmfit {' '.join(args)} exited {r.returncode}:\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="session")
+def recipe_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "cpu-small"
+    sets = [a for s in TINY for a in ("--set", s)]
+    r = ulmfit("run", "configs/cpu-small.yaml", "--out", str(out), "--quiet", *sets)
+    return out, r
+
+
+def test_run_writes_every_output(recipe_run):
+    out, r = recipe_run
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "classifier.test_accuracy" in summary and "pretrain.valid_perplexity" in summary
+    common = {"config.yaml", "metrics.json", "metrics.csv", "metrics.jsonl", "model.safetensors",
+              "tokenizer.json", "report.md", "training_curves.png"}
+    for phase in ("pretrain", "finetune_lm", "classifier"):
+        files = {p.name for p in (out / phase).iterdir()}
+        assert common <= files, (phase, common - files)
+        assert not (out / phase / "checkpoints").exists() and not (out / phase / "work").exists()
+    assert {"confusion_matrix.png", "classification_report.txt", "classifier_config.json"} <= \
+        {p.name for p in (out / "classifier").iterdir()}
+    assert "encoder.safetensors" in {p.name for p in (out / "finetune_lm").iterdir()}
+    m = json.loads((out / "classifier" / "metrics.json").read_text())
+    assert 0 <= m["test_accuracy"] <= 1 and len(m["test_confusion_matrix"]) == 6
+    assert "wall time" in (out / "classifier" / "report.md").read_text()
+    assert r.stderr.count("it/s") == 0  # --quiet: no progress bars
+
+
+def test_run_skips_finished_phases(recipe_run):
+    out, _ = recipe_run
+    r = ulmfit("run", "configs/cpu-small.yaml", "--out", str(out), *[a for s in TINY for a in ("--set", s)])
+    assert r.stderr.count("skipping") == 3
+
+
+def test_predict_jsonl_and_stdin(recipe_run):
+    out, _ = recipe_run
+    model = str(out / "classifier")
+    r = ulmfit("predict", model, "How far is the moon ?", "Who wrote Hamlet ?", "--top-k", "2")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["text"] for row in rows] == ["How far is the moon ?", "Who wrote Hamlet ?"]
+    assert all(len(row["top_k"]) == 2 and 0 <= row["probability"] <= 1 for row in rows)
+    r2 = ulmfit("predict", model, input="How far is the moon ?\nWho wrote Hamlet ?\n")
+    assert [json.loads(x)["label"] for x in r2.stdout.splitlines()] == [row["label"] for row in rows]
+    r3 = ulmfit("predict", model, "--file", str(DATA / "trec6" / "test.csv"), "--format", "csv")
+    assert len(r3.stdout.strip().splitlines()) == 501
+
+
+def test_evaluate_and_generate(recipe_run, tmp_path):
+    out, _ = recipe_run
+    r = ulmfit("evaluate", str(out / "classifier"), str(DATA / "trec6" / "test.csv"), "--out", str(tmp_path))
+    m = json.loads(r.stdout)
+    saved = json.loads((out / "classifier" / "metrics.json").read_text())
+    assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"])
+    assert (tmp_path / "confusion_matrix.png").exists()
+    g = ulmfit("generate", str(out / "finetune_lm"), "What is", "--n", "5")
+    assert g.stdout.strip().lower().startswith("what is")
+
+
+def test_resume_flag_and_lr_find(recipe_run, tmp_path):
+    sets = [a for s in TINY for a in ("--set", s)]
+    r = ulmfit("lr-find", "classifier", "--config", "configs/cpu-small.yaml", "--out", str(tmp_path),
+               "--num-it", "15", "--quiet", "--set", "data.max_items=200", "--set", "train.bs=16",
+               "--set", "train.bptt=24")
+    assert json.loads(r.stdout)["suggested_lr"] > 0
+    assert (tmp_path / "lr_find.png").exists() and (tmp_path / "lr_find.json").exists()
+    assert sets  # the same tiny settings drive the recipe fixture
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pretrain", "--set", "train.epoch=3"], "did you mean 'epochs'"),
+    (["pretrain", "--set", "train.bs=many"], "must be an integer"),
+    (["train-classifier", "--set", "data.train=/nope/train.csv"], "/nope/train.csv"),
+    (["pretrain", "--config", "/nope.yaml"], "does not exist"),
+    (["predict", "/nope-model", "hello"], "does not exist"),
+    (["train-classifier", "--set", "train.strategy=gradul"], "did you mean 'gradual'"),
+])
+def test_bad_input_exit_2_one_line(args, needle):
+    r = ulmfit(*args, check=False)
+    assert r.returncode == 2, r.stderr
+    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_help_and_version():
+    for cmd in ("pretrain", "finetune-lm", "train-classifier", "lr-find", "evaluate", "predict", "generate", "run"):
+        r = ulmfit(cmd, "--help")
+        assert "Usage" in r.stdout and "--help" in r.stdout
+    assert ulmfit("--version").stdout.startswith("ulmfit ")

@@ -1,0 +1,280 @@
+"""One dataclass per phase; YAML in, resolved YAML saved next to every output.
+
+A recipe is one YAML file with a section per phase (`pretrain`, `finetune_lm`, `classifier`)
+plus `out` (the root output folder). Every CLI flag is a field here; `--set a.b=value` overrides
+any field, and an unknown key or a wrong type is a UlmfitError that names the key and suggests the
+closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ulmfit.errors import UlmfitError
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None           # file or folder (csv, tsv, jsonl, parquet, txt, class folders)
+    valid: str | None = None           # without it, a stratified `valid_pct` split of train
+    test: str | None = None
+    text_cols: list[str] = field(default_factory=lambda: ["text"])
+    label_col: str | None = "label"
+    valid_pct: float = 0.1
+    multi_label: bool = False
+    label_delim: str = "|"
+    max_items: int | None = None       # use only the first n documents (quick runs)
+    train_size: int | None = None      # stratified subsample of labelled training rows (low-shot)
+    articles: bool = False             # split WikiText-style files into articles on ' = Title = '
+    strict: bool = False               # empty texts are an error instead of a warning
+    cache_dir: str | None = None
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "word"                 # word | unigram | bpe
+    min_freq: int = 3
+    max_vocab: int = 60000
+    vocab_size: int = 15000            # subword vocabularies
+
+
+@dataclass
+class ModelConfig:
+    type: str = "awd_lstm"             # awd_lstm | transformers
+    arch: str = "small"                # awd_lstm preset: small | paper
+    emb_size: int | None = None
+    n_hid: int | None = None
+    n_layers: int | None = None
+    drop_mult: float = 1.0
+    name_or_path: str | None = None    # transformers checkpoint (local folder or Hub name)
+    backwards: bool = False
+
+
+@dataclass
+class TrainSection:
+    strategy: str = "full"             # gradual | chain_thaw | full | head_only | custom
+    epochs: Any = 1                    # one number, or one per stage
+    lr: Any = 1e-3                     # number, [low, high], per-group list, or one per stage
+    lr_factor: float | None = 2.6      # discriminative factor (lower group = upper / factor)
+    schedule: str = "one_cycle"        # stlr | one_cycle | sgdr | cosine | linear | constant
+    schedule_args: dict = field(default_factory=dict)
+    stages: list | None = None         # custom strategy: list of stage dicts
+    bs: int = 64
+    bptt: int = 72
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    clip: float | None = 0.25
+    grad_accum: int = 1
+    mixed_precision: str = "no"        # no | bf16 | fp16 | auto
+    seed: int = 42
+    max_steps_per_epoch: int | None = None
+    early_stopping_patience: int | None = None
+    alpha: float = 2.0                 # AR (LMs)
+    beta: float = 1.0                  # TAR (LMs)
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainSection = field(default_factory=lambda: TrainSection(lr=1e-2, schedule="one_cycle"))
+    out: str = "runs/pretrain"
+
+
+@dataclass
+class FinetuneLMConfig:
+    pretrained: str | None = None      # an LM folder (ours, exported, or fastai .pth + vocab .pkl)
+    pretrained_vocab: str | None = None  # fastai vocab .pkl when `pretrained` is a .pth file
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainSection = field(default_factory=lambda: TrainSection(
+        strategy="gradual", epochs=[1, 1], lr=[1e-2, 1e-3], schedule="stlr"))
+    out: str = "runs/finetune_lm"
+
+
+@dataclass
+class ClassifierConfig:
+    encoder: str | None = None         # fine-tuned LM folder; None = random encoder (baseline)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(drop_mult=0.5))
+    train: TrainSection = field(default_factory=lambda: TrainSection(
+        strategy="gradual", epochs=[1, 1, 1, 2], lr=[2e-2, 1e-2, 5e-3, 1e-3], schedule="one_cycle"))
+    max_len: int = 72 * 20             # BPT3C: keep outputs for the last max_len tokens
+    head_hidden: int = 50
+    label_smoothing: float = 0.0
+    threshold: float = 0.5             # multi-label decision threshold
+    out: str = "runs/classifier"
+
+
+@dataclass
+class RecipeConfig:
+    out: str = "runs/recipe"
+    pretrain: PretrainConfig | None = None
+    finetune_lm: FinetuneLMConfig | None = None
+    classifier: ClassifierConfig | None = None
+
+
+# ---- conversion -------------------------------------------------------------------------------
+
+def _fail_key(key: str, valid: list[str], where: str) -> typing.NoReturn:
+    close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UlmfitError(f"unknown config key {where + key!r}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _coerce(value, tp, where: str):
+    """Check `value` against the annotation `tp`; ints become floats where a float is wanted."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except UlmfitError as e:
+                errors.append(str(e))
+        raise UlmfitError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UlmfitError(f"config key {where!r} must be a mapping, got {value!r}")
+        return from_dict(tp, value, where + ".")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, str) and args and args[0] is str:
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, list):
+            raise UlmfitError(f"config key {where!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value] if args else value
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UlmfitError(f"config key {where!r} must be a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UlmfitError(f"config key {where!r} must be true or false, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UlmfitError(f"config key {where!r} must be a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UlmfitError(f"config key {where!r} must be an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UlmfitError(f"config key {where!r} must be a string, got {value!r}")
+    return value
+
+
+def from_dict(cls, d: dict | None, where: str = ""):
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    d = dict(d or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in d.items():
+        if k not in names:
+            _fail_key(k, names, where)
+        kwargs[k] = _coerce(v, hints[k], where + k)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UlmfitError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UlmfitError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UlmfitError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings (values parsed as YAML) to a nested mapping."""
+    data = dict(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise UlmfitError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node[p] = dict(node[p])
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def save_yaml(cfg, path: str | Path) -> None:
+    from ulmfit.core.checkpoint import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+PHASES = {"pretrain": PretrainConfig, "finetune_lm": FinetuneLMConfig, "classifier": ClassifierConfig}
+
+
+def phase_config(phase: str, config_path: str | None, overrides: list[str], out: str | None = None):
+    """The config of one phase: the recipe's section for it (or the whole file if it has no
+    sections), then `--set` overrides, then `--out`."""
+    cls = PHASES[phase]
+    data = load_yaml(config_path) if config_path else {}
+    if phase in data or any(k in data for k in PHASES):
+        section = dict(data.get(phase) or {})
+        root = data.get("out")
+        if root and "out" not in section:
+            section["out"] = str(Path(root) / phase)
+        data = section
+    rel = [o for o in overrides or [] if not o.split("=", 1)[0].startswith(phase + ".")]
+    absolute = [o.split(".", 1)[1] for o in overrides or [] if o.split("=", 1)[0].startswith(phase + ".")]
+    data = apply_overrides(data, rel + absolute)
+    if out:
+        data["out"] = out
+    return from_dict(cls, data)
+
+
+def recipe_config(config_path: str, overrides: list[str], out: str | None = None) -> RecipeConfig:
+    data = apply_overrides(load_yaml(config_path), overrides)
+    if out:
+        data["out"] = out
+    recipe = from_dict(RecipeConfig, {k: v for k, v in data.items() if k not in PHASES})
+    root = Path(recipe.out)
+    for phase, cls in PHASES.items():
+        if data.get(phase) is not None:
+            section = dict(data[phase])
+            section.setdefault("out", str(root / phase))
+            setattr(recipe, phase, from_dict(cls, section, phase + "."))
+    return recipe
