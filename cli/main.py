@@ -98,7 +98,8 @@ def lr_find(phase: str = typer.Argument("classifier", help="Which phase's set-up
     if phase not in ("pretrain", "finetune_lm", "classifier"):
         raise UlmfitError(f"lr-find phase must be pretrain, finetune_lm or classifier, got {phase!r}")
     cfg = phase_config(phase, config, set_, out)
-    _emit(phases.lr_find_phase(phase, cfg, start_lr=start_lr, end_lr=end_lr, num_it=num_it, quiet=quiet))
+    res = phases.lr_find_phase(phase, cfg, start_lr=start_lr, end_lr=end_lr, num_it=num_it, quiet=quiet)
+    _emit({"suggested_lr": res.suggestion, **{f"lr_{k}": v for k, v in res.suggestions.items()}})
 
 
 @app.command()

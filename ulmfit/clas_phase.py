@@ -187,7 +187,7 @@ def lr_find_classifier(cfg: ClassifierConfig, start_lr, end_lr, num_it, quiet) -
     s.trainer.groups.set_trainable(s.stages[0].trainable(len(s.trainer.groups)))
     res = lr_find(s.trainer, start_lr, end_lr, num_it, lr_factor=cfg.train.lr_factor)
     res.save(s.out)
-    return {"suggested_lr": res.suggestion, **{f"lr_{k}": v for k, v in res.suggestions.items()}}
+    return res
 
 
 def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64) -> dict:

@@ -277,4 +277,14 @@ def recipe_config(config_path: str, overrides: list[str], out: str | None = None
             section = dict(data[phase])
             section.setdefault("out", str(root / phase))
             setattr(recipe, phase, from_dict(cls, section, phase + "."))
+    # each phase starts from the one before it unless the recipe names another source
+    if recipe.finetune_lm and not recipe.finetune_lm.pretrained and recipe.pretrain:
+        recipe.finetune_lm.pretrained = recipe.pretrain.out
+    if recipe.classifier and not recipe.classifier.encoder and recipe.finetune_lm:
+        recipe.classifier.encoder = recipe.finetune_lm.out
     return recipe
+
+
+def load_recipe(path: str, overrides: list[str] | None = None, out: str | None = None) -> RecipeConfig:
+    """A recipe for notebooks: `recipe = load_recipe("configs/cpu-small.yaml", ["classifier.train.bs=32"])`."""
+    return recipe_config(path, list(overrides or []), out)

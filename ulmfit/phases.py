@@ -92,7 +92,38 @@ def _finish(out: Path, cfg, title: str, what: str, started: float, metrics: dict
     files = sorted(p.name for p in out.iterdir() if p.is_file()) + ["report.md"]
     reports.write_report(out, title, what, started, metrics, history, sorted(set(files)))
     _log(f"wrote {out}", quiet)
-    return metrics
+    kind = "classifier" if (out / "classifier_config.json").exists() else "lm"
+    return RunResult(metrics, out, kind)
+
+
+class RunResult(dict):
+    """A phase's metrics (a plain dict, printed as JSON by the CLI) plus where its outputs are.
+
+    `result.load()` loads what the phase saved; for a classifier `result.predict(texts)` works
+    directly, so a notebook needs no second step."""
+
+    def __init__(self, metrics: dict, out: Path, kind: str):
+        super().__init__(metrics)
+        self.out, self.kind = Path(out), kind
+
+    def load(self):
+        if self.kind == "classifier":
+            from ulmfit.text.text_classifier import TextClassifier
+
+            return TextClassifier.load(self.out)
+        from ulmfit.text.lm_io import load_lm
+
+        return load_lm(self.out)[0]
+
+    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
+        if self.kind != "classifier":
+            raise UlmfitError("predict needs a classifier result (train_classifier)")
+        if not hasattr(self, "_clf"):
+            self._clf = self.load()
+        return self._clf.predict(list(texts), top_k=top_k)
+
+    def generate(self, prompt: str, n_words: int = 40, temperature: float = 1.0) -> str:
+        return generate(str(self.out), prompt, n_words, temperature)
 
 
 def _last(history: list[dict], prefix: str = "valid_") -> dict:
@@ -232,8 +263,9 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
 from ulmfit.clas_phase import evaluate, lr_find_classifier, predict_cli, train_classifier  # noqa: E402,F401
 
 
-def lr_find_phase(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False) -> dict:
-    """LR range test on a phase's set-up; writes lr_find.json / lr_find.png to cfg.out."""
+def lr_find_phase(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):
+    """LR range test on a phase's set-up; writes lr_find.json / lr_find.png to cfg.out and returns
+    the LRFinderResult (it draws itself inline in a notebook; `.suggestion` is the LR)."""
     if phase == "classifier":
         return lr_find_classifier(cfg, start_lr, end_lr, num_it, quiet)
     s = _pretrain_setup(cfg, quiet) if phase == "pretrain" else _finetune_setup(cfg, quiet)
@@ -241,7 +273,7 @@ def lr_find_phase(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet
     res = lr_find(s.trainer, start_lr, end_lr, num_it, lr_factor=cfg.train.lr_factor)
     res.save(s.out)
     shutil.rmtree(s.out / "work", ignore_errors=True)
-    return {"suggested_lr": res.suggestion, **{f"lr_{k}": v for k, v in res.suggestions.items()}}
+    return res
 
 
 def generate(model_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, seed: int = 42) -> str:
@@ -263,10 +295,6 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
             ("classifier", cfg.classifier, train_classifier)]
     if not any(c for _, c, _ in plan):
         raise UlmfitError("the recipe has no pretrain, finetune_lm or classifier section")
-    if cfg.finetune_lm and not cfg.finetune_lm.pretrained and cfg.pretrain:
-        cfg.finetune_lm.pretrained = cfg.pretrain.out
-    if cfg.classifier and not cfg.classifier.encoder and cfg.finetune_lm:
-        cfg.classifier.encoder = cfg.finetune_lm.out
     for name, phase_cfg, fn in plan:
         if phase_cfg is None:
             continue
