@@ -51,6 +51,8 @@ class TrainConfig:
     flush_denormal: bool = True
     log_every: int = 10
     cpu: bool = False                       # force the CPU even where a GPU is available
+    checkpoint: bool = True                 # write a resumable checkpoint after each epoch (needs out_dir)
+    num_threads: int | None = None          # torch CPU threads (None: torch's default)
 
 
 @dataclass
@@ -122,6 +124,8 @@ class Trainer:
                 dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
             )
         acc = self.accelerator
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         if cfg.flush_denormal and acc.device.type == "cpu":
             torch.set_flush_denormal(True)
         self.model.to(acc.device)
@@ -257,7 +261,8 @@ class Trainer:
         for batch in loader:
             loss, output, targets = self._loss(batch, train=False)
             token_level = targets.ndim == 2 and not targets.is_floating_point()
-            n = targets.numel() if token_level else (targets.shape[0] if targets.ndim else 1)
+            # token-level targets (LMs) count real tokens; -100 marks ignored positions (MLM)
+            n = (targets != -100).sum() if token_level else (targets.shape[0] if targets.ndim else 1)
             loss_sum += loss.detach().double() * n
             count += n
             if self.metrics:
@@ -374,7 +379,7 @@ class Trainer:
             w.writerows(self.history)
 
     def _checkpoint(self, epoch: int, best, bad_epochs: int) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.config.checkpoint:
             return
         acc = self.accelerator
         acc.wait_for_everyone()
