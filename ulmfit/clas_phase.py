@@ -154,8 +154,13 @@ def _evaluate_split(clf, ids, labels, prefix: str, bs: int) -> tuple[dict, np.nd
 
 def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = False) -> dict:
     """Phase 3: train, evaluate on valid (and test when given), save the classifier; returns metrics."""
-    from ulmfit.phases import _finish
+    from ulmfit.phases import _check_model_type, _finish
 
+    if cfg.model.type == "transformers":
+        from ulmfit import transformers_phase
+
+        return transformers_phase.train_classifier(cfg, quiet)
+    _check_model_type(cfg.model.type)
     started = time.time()
     s = _setup(cfg, quiet)
     history = s.trainer.fit(s.stages, resume=resume)
@@ -193,9 +198,9 @@ def lr_find_classifier(cfg: ClassifierConfig, start_lr, end_lr, num_it, quiet) -
 def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64) -> dict:
     """Metrics of a saved classifier on a labelled file (labels it never saw are an error)."""
     from ulmfit.text.readers import read_texts
-    from ulmfit.text.text_classifier import TextClassifier
+    from ulmfit.text.text_classifier import load_classifier
 
-    clf = TextClassifier.load(model_dir)
+    clf = load_classifier(model_dir)
     saved = _train_cols(model_dir)
     texts, raw = read_texts(data, text_cols or saved[0], label_col or saved[1],
                             label_delim=saved[2] if clf.multi_label else None)
@@ -241,11 +246,11 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
                 bs: int = 64) -> None:
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
     from ulmfit.text.readers import load_corpus, read_texts
-    from ulmfit.text.text_classifier import TextClassifier
+    from ulmfit.text.text_classifier import load_classifier
 
     if fmt not in ("jsonl", "csv"):
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
-    clf = TextClassifier.load(model_dir)
+    clf = load_classifier(model_dir)
     if file:
         texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if Path(file).suffix.lower() in
                  (".csv", ".tsv", ".jsonl", ".json", ".parquet") else list(load_corpus(file)))

@@ -55,6 +55,11 @@ class ModelConfig:
     drop_mult: float = 1.0
     name_or_path: str | None = None    # transformers checkpoint (local folder or Hub name)
     backwards: bool = False
+    pooling: str = "cls"               # transformers classifier: cls | mean | max | concat
+    layer_decay: float | None = None   # transformers: each lower group gets lr x layer_decay
+    max_length: int = 64               # transformers: tokens per text
+    blocks_per_group: int = 1          # transformers: blocks in one layer group
+    head_lr: float | None = None       # transformers: LR of stages that train the head alone
 
 
 @dataclass

@@ -75,6 +75,11 @@ def _lm_texts(data, default_train: Path | None) -> tuple[list[str], list[str]]:
     return texts, valid
 
 
+def _check_model_type(kind: str) -> None:
+    if kind not in ("awd_lstm", "transformers"):
+        raise UlmfitError(f"model.type must be awd_lstm or transformers, got {kind!r}")
+
+
 def _is_table(path: str) -> bool:
     return Path(path).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -92,7 +97,8 @@ def _finish(out: Path, cfg, title: str, what: str, started: float, metrics: dict
     files = sorted(p.name for p in out.iterdir() if p.is_file()) + ["report.md"]
     reports.write_report(out, title, what, started, metrics, history, sorted(set(files)))
     _log(f"wrote {out}", quiet)
-    kind = "classifier" if (out / "classifier_config.json").exists() else "lm"
+    clf_files = (out / "classifier_config.json", out / "model" / "ulmfit_head.json")
+    kind = "classifier" if any(p.exists() for p in clf_files) else "lm"
     return RunResult(metrics, out, kind)
 
 
@@ -108,9 +114,9 @@ class RunResult(dict):
 
     def load(self):
         if self.kind == "classifier":
-            from ulmfit.text.text_classifier import TextClassifier
+            from ulmfit.text.text_classifier import load_classifier
 
-            return TextClassifier.load(self.out)
+            return load_classifier(self.out)
         from ulmfit.text.lm_io import load_lm
 
         return load_lm(self.out)[0]
@@ -246,6 +252,11 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
     """Phase 2: fine-tune a pretrained LM on the domain's texts; saves the LM and its encoder."""
     from ulmfit.core.checkpoint import save_weights
 
+    if cfg.model.type == "transformers":
+        from ulmfit import transformers_phase
+
+        return transformers_phase.finetune_lm(cfg, quiet)
+    _check_model_type(cfg.model.type)
     started = time.time()
     s = _finetune_setup(cfg, quiet)
     before = s.trainer.evaluate()

@@ -96,14 +96,54 @@ class TextClassifier:
 
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         """One dict per text: label (or labels for multi-label), probability, top_k list."""
-        probs = self.predict_proba(texts, bs=bs)
-        k = max(1, min(top_k, len(self.classes)))
-        out = []
-        for text, p in zip(texts, probs):
-            order = np.argsort(-p)[:k]
-            row = {"text": text, "label": self.classes[int(order[0])], "probability": float(p[order[0]]),
-                   "top_k": [{"label": self.classes[int(i)], "probability": float(p[i])} for i in order]}
-            if self.multi_label:
-                row["labels"] = [self.classes[i] for i in np.flatnonzero(p >= self.threshold)]
-            out.append(row)
-        return out
+        return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
+
+
+def prediction_rows(clf, texts: list[str], probs: np.ndarray, top_k: int) -> list[dict]:
+    """The rows `predict` prints: label, probability, top-k (and labels over threshold, multi-label)."""
+    k = max(1, min(top_k, len(clf.classes)))
+    out = []
+    for text, p in zip(texts, probs):
+        order = np.argsort(-p)[:k]
+        row = {"text": text, "label": clf.classes[int(order[0])], "probability": float(p[order[0]]),
+               "top_k": [{"label": clf.classes[int(i)], "probability": float(p[i])} for i in order]}
+        if clf.multi_label:
+            row["labels"] = [clf.classes[i] for i in np.flatnonzero(p >= clf.threshold)]
+        out.append(row)
+    return out
+
+
+class TransformersTextClassifier:
+    """A transformers classifier folder behind the same predict interface as TextClassifier."""
+
+    multi_label = False
+    threshold = 0.5
+
+    def __init__(self, model):
+        self.model = model
+        self.classes = [str(c) for c in model.labels]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TransformersTextClassifier":
+        from ulmfit.text.transformers_backbone import load_transformer_classifier
+
+        return cls(load_transformer_classifier(folder))
+
+    def encode(self, texts: list[str]) -> list[str]:
+        return list(texts)  # the transformers tokenizer runs inside predict_proba
+
+    def predict_proba(self, texts, bs: int = 64, ids: list | None = None) -> np.ndarray:
+        texts = ids if texts is None else texts
+        return self.model.predict_proba(list(texts), bs).numpy()
+
+    def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
+        return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
+
+
+def load_classifier(folder: str | Path):
+    """Any classifier folder ulmfit writes: an AWD-LSTM run, or a transformers run (or its model/)."""
+    d = Path(folder)
+    for cand in (d, d / "model"):
+        if (cand / "ulmfit_head.json").exists():
+            return TransformersTextClassifier.load(cand)
+    return TextClassifier.load(d)
