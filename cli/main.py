@@ -157,6 +157,44 @@ def run(config: str = typer.Argument(..., help="A recipe with pretrain / finetun
     _emit(phases.run_recipe(cfg, force=force, quiet=quiet))
 
 
+@app.command()
+def export(run_dir: str = typer.Argument(..., help="A run folder (ulmfit run --out) or a classifier / LM output folder."),
+           out: str = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face Hub export to."),
+           onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx (classifiers only; needs the onnx extra).")):
+    """Export a trained model as a Hub folder transformers can load (trust_remote_code), with a model card."""
+    from ulmfit.hub import export_run
+
+    _emit(export_run(run_dir, out, onnx=onnx))
+
+
+@app.command()
+def push(hub_dir: str = typer.Argument(..., help="A folder written by `ulmfit export`."),
+         repo: str = typer.Option(..., "--repo", help="Hub repository user/name (created if needed)."),
+         private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+         token: Optional[str] = typer.Option(None, "--token", envvar="HF_TOKEN",
+                                             help="Hub token (default: HF_TOKEN or `huggingface-cli login`).")):
+    """Upload an exported folder to the Hugging Face Hub."""
+    from ulmfit import hub
+
+    _emit({"repo": repo, "url": hub.push(hub_dir, repo, token=token, private=private)})
+
+
+@app.command()
+def compare(config: str = typer.Option(..., "--config", "-c", help="A recipe (pretrain / finetune_lm / classifier sections; an optional `compare` section)."),
+            strategies: Optional[str] = typer.Option(None, help="Comma-separated: gradual, full, chain_thaw, head_only, "
+                                                     "no_pretraining, no_lm_finetuning, lm_no_discriminative, lm_no_stlr, "
+                                                     "one_cycle, stlr, or a name defined under compare.overrides."),
+            seeds: Optional[str] = typer.Option(None, help="How many seeds (3 = seeds 0, 1, 2) or a list (1,7,42)."),
+            train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Low-shot: labelled examples per run, e.g. 50,100,all."),
+            ablations: Optional[str] = typer.Option(None, help="Extra strategies appended to --strategies (ablations)."),
+            set_: Optional[List[str]] = SET, out: Optional[str] = OUT, quiet: bool = QUIET):
+    """Compare fine-tuning strategies and ablations over seeds (and labelled-set sizes): results.csv, summary.md, plots."""
+    from ulmfit.compare import compare as run_compare
+
+    _emit(run_compare(config, strategies, seeds, out, train_sizes=train_sizes, ablations=ablations,
+                      overrides=set_, quiet=quiet))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; maps errors to exit codes."""
     try:

@@ -113,7 +113,8 @@ def test_bad_input_exit_2_one_line(args, needle):
 
 
 def test_help_and_version():
-    for cmd in ("pretrain", "finetune-lm", "train-classifier", "lr-find", "evaluate", "predict", "generate", "run"):
+    for cmd in ("pretrain", "finetune-lm", "train-classifier", "lr-find", "evaluate", "predict", "generate", "run",
+                "export", "push", "compare"):
         r = ulmfit(cmd, "--help")
         assert "Usage" in r.stdout and "--help" in r.stdout
     assert ulmfit("--version").stdout.startswith("ulmfit ")
@@ -134,3 +135,17 @@ def test_transformers_recipe_through_the_same_cli(tmp_path):
     assert json.loads(p.stdout)["label"] in {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
     e = ulmfit("evaluate", str(out), str(DATA / "trec6" / "test.csv"))
     assert json.loads(e.stdout)["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)
+
+
+def test_export_then_predict_from_the_export(recipe_run, tmp_path):
+    """`ulmfit export` writes a Hub folder; predict and evaluate accept it and agree with the run."""
+    out, _ = recipe_run
+    hub = tmp_path / "hub"
+    ulmfit("export", str(out), "--out", str(hub))
+    assert {"config.json", "model.safetensors", "README.md", "modeling_ulmfit.py"} <= {p.name for p in hub.iterdir()}
+    a = ulmfit("predict", str(out / "classifier"), "Who wrote Hamlet ?").stdout
+    b = ulmfit("predict", str(hub), "Who wrote Hamlet ?").stdout
+    assert json.loads(a)["label"] == json.loads(b)["label"]
+    assert json.loads(a)["probability"] == pytest.approx(json.loads(b)["probability"], abs=1e-6)
+    r = ulmfit("push", str(hub), "--repo", "not a repo name", check=False)
+    assert r.returncode == 2

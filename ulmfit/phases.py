@@ -223,6 +223,10 @@ def _load_pretrained(cfg: FinetuneLMConfig):
             raise UlmfitError(f"{src} is fastai weights: also give its vocabulary .pkl as pretrained_vocab")
         model, _, itos = load_fastai_lm(src, cfg.pretrained_vocab)
         return model, TextTokenizer.from_vocab(itos)
+    from ulmfit.hub import is_exported, load_exported_lm
+
+    if src.is_dir() and is_exported(src) and not (src / "lm_config.json").is_file():
+        return load_exported_lm(src)  # an `ulmfit export` / Hub folder
     model, _ = load_lm(src)
     return model, TextTokenizer.load(src)
 

@@ -64,6 +64,8 @@ class Hooks:
     - on_epoch_start(model, epoch) / on_eval_start(model): e.g. reset an RNN's hidden state.
     - lr_scale(batch) -> float: multiply the LR for this batch (variable-length BPTT).
     - predict(output) -> tensor of predictions for metric functions (default argmax(-1)).
+    - forward(model, inputs, targets, train) -> output: how to call the model (default
+      `model(inputs)`); e.g. an LM that fuses its decoder with the loss when given the targets.
     """
 
     split_batch: Callable | None = None
@@ -72,6 +74,7 @@ class Hooks:
     on_eval_start: Callable | None = None
     lr_scale: Callable | None = None
     predict: Callable | None = None
+    forward: Callable | None = None
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -188,7 +191,10 @@ class Trainer:
         inputs, targets = self._to_device(inputs), self._to_device(targets)
         model = self._forward_model() if train else self.model
         with self.accelerator.autocast():
-            output = model(inputs)
+            if self.hooks.forward is not None:
+                output = self.hooks.forward(model, inputs, targets, train)
+            else:
+                output = model(inputs)
             loss = self.loss_fn(output, targets)
             if train and self.hooks.loss_extra is not None:
                 extra = self.hooks.loss_extra(self.model, output, targets)

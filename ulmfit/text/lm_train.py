@@ -32,6 +32,8 @@ def ar_tar(output, alpha: float, beta: float):
 
 
 def lm_cross_entropy(output, targets):
+    if getattr(output, "ce", None) is not None:  # fused decoder + loss (training)
+        return output.ce
     logits = output.logits
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
@@ -50,6 +52,9 @@ def lm_hooks(alpha: float, beta: float, bptt: int) -> Hooks:
         on_eval_start=reset,
         lr_scale=lambda batch: batch[0].shape[1] / bptt,
         predict=lambda out: out.logits.argmax(-1),
+        # training: the LM computes the loss chunk by chunk without building (bs*seq, V) logits;
+        # evaluation: full logits, for next-token accuracy
+        forward=lambda model, x, y, train: model(x, y) if train else model(x),
     )
 
 

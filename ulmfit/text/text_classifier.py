@@ -146,4 +146,8 @@ def load_classifier(folder: str | Path):
     for cand in (d, d / "model"):
         if (cand / "ulmfit_head.json").exists():
             return TransformersTextClassifier.load(cand)
+    from ulmfit.hub import is_exported, load_exported_classifier
+
+    if is_exported(d) and not (d / CONFIG_NAME).is_file():  # an `ulmfit export` / Hub folder
+        return load_exported_classifier(d)
     return TextClassifier.load(d)
