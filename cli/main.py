@@ -195,6 +195,23 @@ def compare(config: str = typer.Option(..., "--config", "-c", help="A recipe (pr
                       overrides=set_, quiet=quiet))
 
 
+@app.command("train-vision")
+def train_vision(config: str = typer.Option("configs/vision-digits.yaml", "--config", "-c",
+                                            help="A vision recipe (configs/vision-digits.yaml)."),
+                 out: str = typer.Option("runs/vision-digits", "--out", "-o", help="Output folder."),
+                 methods: Optional[List[str]] = typer.Option(None, "--method", help="Only these methods (repeatable): "
+                                                              "scratch, head_only, full, gradual, chain_thaw, fastai."),
+                 per_class: Optional[List[int]] = typer.Option(None, "--per-class", help="Labelled images per class (repeatable)."),
+                 threads: int = typer.Option(1, help="torch CPU threads.")):
+    """Image transfer on the same core: pretrain a ResNet on MNIST-5k, transfer to digits with few labels
+    per class, compare strategies (accuracy with and without TTA). Needs the `vision` extra."""
+    try:
+        from ulmfit.vision.transfer import run_transfer
+    except ImportError as e:
+        raise UlmfitError(f"train-vision needs torchvision: pip install 'ulmfit[vision]' ({e})") from None
+    _emit(run_transfer(config, out, threads, methods, per_class))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; maps errors to exit codes."""
     try:
