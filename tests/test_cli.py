@@ -1,41 +1,15 @@
 """End-to-end CLI runs on real data (WikiText-2, TREC-6 from ../shared/data), scaled down to seconds."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
-TINY = [
-    "pretrain.data.max_items=12", "pretrain.model.emb_size=32", "pretrain.model.n_hid=48",
-    "pretrain.train.bs=8", "pretrain.train.bptt=24", "pretrain.train.max_steps_per_epoch=6",
-    "finetune_lm.data.max_items=400", "finetune_lm.train.bs=8", "finetune_lm.train.bptt=24",
-    "finetune_lm.train.max_steps_per_epoch=4",
-    "classifier.data.max_items=300", "classifier.train.bs=16", "classifier.train.bptt=24",
-    "classifier.train.max_steps_per_epoch=4",
-]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "ULMFIT_DATA": str(DATA)}
-
-
-def ulmfit(*args, input=None, check=True):
-    r = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=ENV, capture_output=True,
-                       text=True, input=input, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"ulmfit {' '.join(args)} exited {r.returncode}:\n{r.stderr[-3000:]}")
-    return r
+from cli_helpers import DATA, TINY, ulmfit
 
 
 @pytest.fixture(scope="session")
-def recipe_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "cpu-small"
-    sets = [a for s in TINY for a in ("--set", s)]
-    r = ulmfit("run", "configs/cpu-small.yaml", "--out", str(out), "--quiet", *sets)
-    return out, r
+def recipe_run(tiny_run):
+    return tiny_run
 
 
 def test_run_writes_every_output(recipe_run):

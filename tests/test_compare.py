@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ulmfit.config import recipe_config
 from ulmfit.errors import UlmfitError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
+# the classifier's epoch budget in the recipe these tests start from (gradual: one per stage summed)
+BUDGET = str(int(sum(recipe_config(str(Path(__file__).resolve().parents[1] / "configs" / "cpu-small.yaml"),
+                                    []).classifier.train.epochs)))
 CLS_TINY = {"data": {"max_items": 240}, "train": {"bs": 16, "bptt": 24, "max_steps_per_epoch": 3}}
 
 
@@ -80,8 +84,8 @@ def test_tiny_compare_writes_every_file_with_the_right_rows(two_by_two):
         assert 0 <= float(r["test_accuracy"]) <= 1 and 0 <= float(r["valid_accuracy"]) <= 1
         assert float(r["wall_s"]) > 0 and int(r["best_epoch"]) >= 1
         assert (Path(r["run_dir"]) / "metrics.json").exists()
-    # full gets the same epoch budget as gradual (recipe: 1 + 1 + 1 + 3)
-    assert {r["epochs"] for r in rows} == {"6"}
+    # full gets the same epoch budget as gradual
+    assert {r["epochs"] for r in rows} == {BUDGET}
     full_cfg = yaml.safe_load((out / "runs" / "full-s0-nall" / "config.yaml").read_text())
     assert full_cfg["train"]["strategy"] == "full" and full_cfg["train"]["seed"] == 0
     assert yaml.safe_load((out / "runs" / "gradual-s1-nall" / "config.yaml").read_text())["train"]["seed"] == 1
@@ -118,7 +122,7 @@ def test_resume_skips_finished_runs(recipe, two_by_two, capsys):
     for name, t in mtimes.items():
         now = (runs / name / "metrics.json").stat().st_mtime_ns
         assert (now == t) == (name != "full-s1-nall"), name
-    assert len((runs / "full-s1-nall" / "metrics.jsonl").read_text().splitlines()) == 6  # started afresh
+    assert len((runs / "full-s1-nall" / "metrics.jsonl").read_text().splitlines()) == int(BUDGET)  # afresh
 
 
 def test_failing_run_is_recorded_and_the_rest_go_on(recipe, tmp_path):

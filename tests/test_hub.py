@@ -3,7 +3,6 @@ metrics, export -> import round trip, ONNX parity, tampered files give one clear
 
 import csv
 import json
-import os
 import pickle
 import shutil
 import subprocess
@@ -18,18 +17,7 @@ import yaml
 
 from ulmfit.errors import UlmfitError
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
-TINY = [
-    "pretrain.data.max_items=12", "pretrain.model.emb_size=32", "pretrain.model.n_hid=48",
-    "pretrain.train.bs=8", "pretrain.train.bptt=24", "pretrain.train.max_steps_per_epoch=6",
-    "finetune_lm.data.max_items=400", "finetune_lm.train.bs=8", "finetune_lm.train.bptt=24",
-    "finetune_lm.train.max_steps_per_epoch=4",
-    "classifier.data.max_items=300", "classifier.train.bs=16", "classifier.train.bptt=24",
-    "classifier.train.max_steps_per_epoch=4",
-]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "TOKENIZERS_PARALLELISM": "false", "ULMFIT_DATA": str(DATA)}
+from cli_helpers import DATA, ENV
 
 
 def _texts(name: str, n: int = 100) -> list[str]:
@@ -43,13 +31,8 @@ def texts():
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hubrun") / "cpu-small"
-    sets = [a for s in TINY for a in ("--set", s)]
-    r = subprocess.run([sys.executable, "-m", "cli.main", "run", "configs/cpu-small.yaml", "--out", str(out),
-                        "--quiet", *sets], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+def run_dir(tiny_run):
+    return tiny_run[0]
 
 
 @pytest.fixture(scope="session")

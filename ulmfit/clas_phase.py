@@ -197,28 +197,14 @@ def lr_find_classifier(cfg: ClassifierConfig, start_lr, end_lr, num_it, quiet) -
 
 def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64) -> dict:
     """Metrics of a saved classifier on a labelled file (labels it never saw are an error)."""
-    from ulmfit.text.readers import read_texts
+    from ulmfit.text.readers import _encode_labels, read_texts
     from ulmfit.text.text_classifier import load_classifier
 
     clf = load_classifier(model_dir)
     saved = _train_cols(model_dir)
     texts, raw = read_texts(data, text_cols or saved[0], label_col or saved[1],
                             label_delim=saved[2] if clf.multi_label else None)
-    index = {c: i for i, c in enumerate(clf.classes)}
-    if clf.multi_label:
-        labels = np.zeros((len(raw), len(clf.classes)), np.float32)
-        for r, labs in enumerate(raw):
-            for lab in labs:
-                if lab not in index:
-                    raise UlmfitError(f"{data}: label {lab!r} (row {r + 1}) was never seen in training; "
-                                      f"known labels: {', '.join(clf.classes)}")
-                labels[r, index[lab]] = 1
-    else:
-        unknown = [(r, v) for r, v in enumerate(raw) if str(v) not in index]
-        if unknown:
-            raise UlmfitError(f"{data}: {len(unknown)} label(s) the model never saw, e.g. {unknown[0][1]!r} "
-                              f"(row {unknown[0][0] + 1}); known labels: {', '.join(clf.classes)}")
-        labels = np.array([index[str(v)] for v in raw])
+    labels = _encode_labels(raw, clf.classes, str(data), clf.multi_label)
     metrics, preds = _evaluate_split(clf, clf.encode(texts), labels, "test", bs)
     if out:
         o = Path(out)

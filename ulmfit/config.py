@@ -128,6 +128,7 @@ class RecipeConfig:
     pretrain: PretrainConfig | None = None
     finetune_lm: FinetuneLMConfig | None = None
     classifier: ClassifierConfig | None = None
+    compare: dict | None = None        # `ulmfit compare` settings (strategies, seeds, sizes, overrides)
 
 
 # ---- conversion -------------------------------------------------------------------------------

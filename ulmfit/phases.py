@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ulmfit import reports
-from ulmfit.config import ClassifierConfig, FinetuneLMConfig, PretrainConfig, RecipeConfig, save_yaml
+from ulmfit.config import FinetuneLMConfig, PretrainConfig, RecipeConfig, save_yaml
 from ulmfit.core import build_strategy, lr_find, set_seed
 from ulmfit.core.trainer import Trainer
 from ulmfit.errors import UlmfitError
