@@ -103,12 +103,13 @@ def lr_find(phase: str = typer.Argument("classifier", help="Which phase's set-up
 
 
 @app.command()
-def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-classifier's output)."),
+def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-classifier's output) or an LM folder."),
              data: str = typer.Argument(..., help="Labelled file to evaluate on (csv, tsv, jsonl, parquet...)."),
              text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) (default: the training ones)."),
              label_col: Optional[str] = typer.Option(None, help="Label column (default: the training one)."),
              out: Optional[str] = OUT, bs: int = typer.Option(64, help="Batch size.")):
-    """Evaluate a classifier on a labelled file: accuracy, macro-F1, report and confusion matrix."""
+    """Evaluate a classifier on a labelled file (accuracy, macro-F1, report, confusion matrix), or a
+    language model on any text file (perplexity)."""
     from ulmfit import phases
 
     _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs))

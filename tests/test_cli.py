@@ -57,6 +57,8 @@ def test_evaluate_and_generate(recipe_run, tmp_path):
     saved = json.loads((out / "classifier" / "metrics.json").read_text())
     assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"])
     assert (tmp_path / "confusion_matrix.png").exists()
+    lm = json.loads(ulmfit("evaluate", str(out / "finetune_lm"), str(DATA / "trec6" / "test.csv")).stdout)
+    assert lm["test_tokens"] > 1000 and 1 < lm["test_perplexity"] < 1e6
     g = ulmfit("generate", str(out / "finetune_lm"), "What is", "--n", "5")
     assert g.stdout.strip().lower().startswith("what is")
 

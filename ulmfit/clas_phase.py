@@ -196,7 +196,10 @@ def lr_find_classifier(cfg: ClassifierConfig, start_lr, end_lr, num_it, quiet) -
 
 
 def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64) -> dict:
-    """Metrics of a saved classifier on a labelled file (labels it never saw are an error)."""
+    """Metrics of a saved classifier on a labelled file (labels it never saw are an error), or the
+    perplexity of a saved language model on any text file."""
+    if (Path(model_dir) / "lm_config.json").is_file():
+        return _lm_perplexity(model_dir, data, text_cols, out)
     from ulmfit.text.readers import _encode_labels, read_texts
     from ulmfit.text.text_classifier import load_classifier
 
@@ -215,6 +218,23 @@ def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None
                 reports.classification_report_text(preds, labels, clf.classes), encoding="utf-8")
             reports.plot_confusion(metrics["test_confusion_matrix"], clf.classes, o / "confusion_matrix.png")
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def _lm_perplexity(model_dir: str, data: str, text_cols, out) -> dict:
+    from ulmfit.text.lm_io import load_lm
+    from ulmfit.text.lm_train import perplexity
+    from ulmfit.text.readers import load_corpus
+    from ulmfit.text.tokenizer import TextTokenizer
+
+    model, _ = load_lm(model_dir)
+    is_table = Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+    texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if is_table else None))
+    m = perplexity(model, TextTokenizer.load(model_dir), texts)
+    metrics = {"test_loss": m["loss"], "test_perplexity": m["perplexity"], "test_tokens": m["tokens"]}
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        reports.write_metrics(Path(out), metrics)
+    return metrics
 
 
 def _train_cols(model_dir: str):
