@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from cli_helpers import TINY, ulmfit
 
@@ -9,3 +10,13 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "cpu-small"
     r = ulmfit("run", "configs/cpu-small.yaml", "--out", str(out), "--quiet", *[a for s in TINY for a in ("--set", s)])
     return out, r
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: OpenMP threads spinning against other processes made
+    such tests 20x slower; one thread is fastest (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -11,13 +11,7 @@ from ulmfit.text.awd_lstm import (AWDLSTMConfig, AWDLSTMEncoder, AWDLSTMLanguage
 from ulmfit.text.dropouts import EmbeddingDropout, RNNDropout, WeightDrop
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V = 50

@@ -11,13 +11,7 @@ from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.text.lm_io import load_fastai_lm, load_lm, read_fastai_vocab, save_lm, transfer_vocab
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V = 30

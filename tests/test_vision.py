@@ -25,14 +25,7 @@ from ulmfit.vision.train import accuracy  # noqa: E402
 CFG = dict(seed=0, progress=False, clip=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine: OpenMP threads spinning against other
-    processes made these tests 20x slower; one thread is fastest here (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_images(n=48, size=16, seed=0):
