@@ -30,6 +30,14 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch
 RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
 
 
+def _fields_epilog(phase: str) -> str:
+    from ulmfit.config import PHASES, fields_help
+
+    rows = fields_help(PHASES[phase])
+    return "\b\nConfig fields (--set key=value; defaults shown, a recipe's section overrides them):\n" + \
+        "\n".join("  " + r for r in rows)
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"ulmfit {__version__}")
@@ -46,7 +54,7 @@ def _emit(result: dict) -> None:
     typer.echo(json.dumps(result, indent=None, default=str))
 
 
-@app.command()
+@app.command(epilog=_fields_epilog("pretrain"))
 def pretrain(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
              quiet: bool = QUIET, resume: bool = RESUME):
     """Phase 1: train an AWD-LSTM language model from scratch on a corpus (default WikiText-2)."""
@@ -57,7 +65,7 @@ def pretrain(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, ou
     _emit(phases.pretrain(cfg, quiet=quiet, resume=resume))
 
 
-@app.command("finetune-lm")
+@app.command("finetune-lm", epilog=_fields_epilog("finetune_lm"))
 def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
                 pretrained: Optional[str] = typer.Option(None, help="Pretrained LM folder (or fastai .pth)."),
                 quiet: bool = QUIET, resume: bool = RESUME):
@@ -70,7 +78,7 @@ def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET,
     _emit(phases.finetune_lm(cfg, quiet=quiet, resume=resume))
 
 
-@app.command("train-classifier")
+@app.command("train-classifier", epilog=_fields_epilog("classifier"))
 def train_classifier(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
                      encoder: Optional[str] = typer.Option(None, help="Fine-tuned LM folder (omit: random encoder)."),
                      quiet: bool = QUIET, resume: bool = RESUME):

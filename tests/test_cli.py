@@ -125,3 +125,9 @@ def test_export_then_predict_from_the_export(recipe_run, tmp_path):
     assert json.loads(a)["probability"] == pytest.approx(json.loads(b)["probability"], abs=1e-6)
     r = ulmfit("push", str(hub), "--repo", "not a repo name", check=False)
     assert r.returncode == 2
+
+
+def test_help_lists_config_fields_with_defaults():
+    r = ulmfit("train-classifier", "--help")
+    assert "train.strategy = 'gradual'" in r.stdout and "model.drop_mult = 0.5" in r.stdout
+    assert "data.text_cols = ['text']" in r.stdout

@@ -294,3 +294,16 @@ def recipe_config(config_path: str, overrides: list[str], out: str | None = None
 def load_recipe(path: str, overrides: list[str] | None = None, out: str | None = None) -> RecipeConfig:
     """A recipe for notebooks: `recipe = load_recipe("configs/cpu-small.yaml", ["classifier.train.bs=32"])`."""
     return recipe_config(path, list(overrides or []), out)
+
+
+def fields_help(obj, prefix: str = "") -> list[str]:
+    """`key = default` lines for every field of a config (a dataclass or an instance), for --help."""
+    obj = obj() if isinstance(obj, type) else obj
+    lines = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += fields_help(value, prefix + f.name + ".")
+        else:
+            lines.append(f"{prefix}{f.name} = {value!r}")
+    return lines
