@@ -227,8 +227,9 @@ def _lm_perplexity(model_dir: str, data: str, text_cols, out) -> dict:
     from ulmfit.text.tokenizer import TextTokenizer
 
     model, _ = load_lm(model_dir)
-    is_table = Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-    texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if is_table else None))
+    from ulmfit.phases import _is_table
+
+    texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if _is_table(data) else None))
     m = perplexity(model, TextTokenizer.load(model_dir), texts)
     metrics = {"test_loss": m["loss"], "test_perplexity": m["perplexity"], "test_tokens": m["tokens"]}
     if out:
@@ -251,6 +252,7 @@ def _train_cols(model_dir: str):
 def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: int = 1, fmt: str = "jsonl",
                 bs: int = 64) -> None:
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
+    from ulmfit.phases import _is_table
     from ulmfit.text.readers import load_corpus, read_texts
     from ulmfit.text.text_classifier import load_classifier
 
@@ -258,8 +260,8 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
     clf = load_classifier(model_dir)
     if file:
-        texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if Path(file).suffix.lower() in
-                 (".csv", ".tsv", ".jsonl", ".json", ".parquet") else list(load_corpus(file)))
+        texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if _is_table(file)
+                 else list(load_corpus(file)))
     texts = list(texts or [])
     if not texts:
         raise UlmfitError("no texts to classify")

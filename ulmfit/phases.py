@@ -197,6 +197,9 @@ def _lm_metrics(s: LMSetup, history: list[dict]) -> dict:
 
 def pretrain(cfg: PretrainConfig, quiet: bool = False, resume: bool = False) -> dict:
     """Phase 1: train an AWD-LSTM LM from scratch; returns the final validation metrics."""
+    if cfg.model.type != "awd_lstm":
+        raise UlmfitError(f"pretrain trains AWD-LSTM language models (model.type={cfg.model.type!r}); a "
+                          "transformers checkpoint starts at finetune-lm")
     started = time.time()
     s = _pretrain_setup(cfg, quiet)
     history = s.trainer.fit(s.stages, resume=resume)
