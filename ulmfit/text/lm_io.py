@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ulmfit.core.checkpoint import atomic_write, atomic_write_text
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 
@@ -38,12 +39,6 @@ WEIGHTS, CONFIG = "model.safetensors", "lm_config.json"
 EMB, DEC_W, DEC_B = "encoder.emb.weight", "decoder.weight", "decoder.bias"
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_lm(model: AWDLSTMLanguageModel, config: AWDLSTMConfig, out_dir: str | os.PathLike) -> Path:
     """Write ``model.safetensors`` + ``lm_config.json`` into ``out_dir``; returns the folder."""
     from safetensors.torch import save_file
@@ -51,8 +46,8 @@ def save_lm(model: AWDLSTMLanguageModel, config: AWDLSTMConfig, out_dir: str | o
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != DEC_W}
-    _atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "tied": DEC_W + "=" + EMB}))
-    _atomic_write(out / CONFIG, lambda p: p.write_text(json.dumps(config.to_dict(), indent=2) + "\n"))
+    atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "tied": DEC_W + "=" + EMB}))
+    atomic_write_text(out / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
     return out
 
 
