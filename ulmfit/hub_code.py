@@ -24,7 +24,8 @@ MODEL_TYPE = "ulmfit"
 CODE_FILES = ("configuration_ulmfit.py", "modeling_ulmfit.py", "tokenization_ulmfit.py")
 
 MODELING_MODULES = ["ulmfit.errors", "ulmfit.text.dropouts", "ulmfit.text.awd_lstm", "ulmfit.text.classifier"]
-TOKENIZATION_MODULES = ["ulmfit.errors", "ulmfit.text.special", "ulmfit.text.rules", "ulmfit.text.tokenizer"]
+TOKENIZATION_MODULES = ["ulmfit.errors", "ulmfit.text.special", "ulmfit.text.rules", "ulmfit.text.fast_words",
+                         "ulmfit.text.tokenizer"]
 
 _ALIAS = '''
 

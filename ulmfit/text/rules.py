@@ -18,7 +18,8 @@ Documented differences of the fast path from fastai (and from the reference func
 * ``xxrep`` only for ASCII characters (fastai: any non-space character);
 * ``xxwrep`` works on lower-cased word tokens after splitting, so ``"ah ah ah"`` is caught but
   ``"The the the"`` (whose tokens are ``xxmaj the the the``) is not either way;
-* whitespace means ASCII whitespace when finding word starts for the case rules.
+* for the case rules, any Unicode whitespace separates words (other than ASCII's usual six it
+  becomes a space first).
 The case rules, like fastai's, only look at ASCII capitals ``A-Z`` (so ``"École"`` is just
 lower-cased) and at whitespace-delimited words (so ``"Hello,"`` gets ``xxmaj`` but ``"(Hello"`` not).
 """
@@ -67,8 +68,8 @@ class RuleConfig:
 
 # --- reference rules (fastai regexes) ---------------------------------------------------------
 _HTML = [("#39;", "'"), ("amp;", "&"), ("#146;", "'"), ("nbsp;", " "), ("#36;", "$"),
-         ("\\n", "\n"), ("quot;", "'"), ("<br />", "\n"), ('\\"', '"'), ("<unk>", UNK),
-         (" @.@ ", "."), (" @-@ ", "-"), (" @,@ ", ","), ("...", " …")]
+         ("\\n", "\n"), ("quot;", "'"), ("<br />", "\n"), ('\\"', '"'), ("<unk>", UNK)]
+_re_wiki = re.compile(r" @([.,-])@ ")  # WikiText's " @-@ ", " @,@ ", " @.@ ": one pass for the three
 
 
 def fix_html(x: str) -> str:
@@ -76,6 +77,10 @@ def fix_html(x: str) -> str:
     for a, b in _HTML:
         if a in x:
             x = x.replace(a, b)
+    if " @" in x:
+        x = _re_wiki.sub(r"\1", x)
+    if "..." in x:
+        x = x.replace("...", " …")
     return html.unescape(x) if "&" in x else x
 
 
@@ -160,6 +165,9 @@ def _rep_bytes(b: np.ndarray) -> np.ndarray:
     """Character-repeat rule on a byte buffer (ASCII characters only)."""
     if len(b) < 3:
         return b
+    trip = np.flatnonzero((b[2:] == b[1:-1]) & (b[1:-1] == b[:-2]))  # cheap pre-check
+    if not len(trip) or (_SPACE[b[trip]] | (b[trip] >= 128)).all():
+        return b
     eq = (b[1:] == b[:-1]) & ~_SPACE[b[1:]] & (b[1:] < 128)
     d = np.diff(np.concatenate(([0], eq.view(np.int8), [0])))
     starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
@@ -201,6 +209,29 @@ def _case_bytes(b: np.ndarray) -> np.ndarray:
     return np.insert(b, idx, vals)
 
 
+_re_odd_space = re.compile(r"[^\S\t\n\x0b\x0c\r ]")  # whitespace other than ASCII's usual six
+
+
+def _odd_space(t: str) -> bool:
+    return not t.isascii() or any(c in t for c in "\x1c\x1d\x1e\x1f")
+
+
+def join_rules(texts: list[str], cfg: RuleConfig) -> str:
+    """The texts joined by ``_SEP`` (NUL inside a text becomes a space) after the rules that
+    rewrite characters: ``fix_html`` and ``xxrep``. Shared by both word-level fast paths."""
+    big = _SEP.join(texts)
+    if _SEP in big and big.count(_SEP) != len(texts) - 1:
+        big = _SEP.join(t.replace(_SEP, " ") for t in texts)
+    if cfg.fix_html:
+        big = fix_html(big)
+    if cfg.rep:
+        b = np.frombuffer(big.encode("utf-8", "surrogatepass"), np.uint8)
+        r = _rep_bytes(b)
+        if r is not b:
+            big = r.tobytes().decode("utf-8", "surrogatepass")
+    return big
+
+
 def preprocess_batch(texts: list[str], cfg: RuleConfig | None = None) -> list[str]:
     """All rules except ``xxwrep`` on a batch of texts, vectorised (see module docstring).
 
@@ -209,17 +240,11 @@ def preprocess_batch(texts: list[str], cfg: RuleConfig | None = None) -> list[st
     cfg = cfg or RuleConfig()
     if not texts:
         return []
-    big = _SEP.join(texts)
-    if _SEP in big and big.count(_SEP) != len(texts) - 1:  # NUL inside a text: make it a space
-        big = _SEP.join(t.replace(_SEP, " ") for t in texts)
-    if cfg.fix_html:
-        big = fix_html(big)
-    if cfg.rep or (cfg.case and cfg.lower):
-        b = np.frombuffer(big.encode("utf-8", "surrogatepass"), np.uint8)
-        if cfg.rep:
-            b = _rep_bytes(b)
-        if cfg.case and cfg.lower:
-            b = _case_bytes(b)
+    big = join_rules(texts, cfg)
+    if _odd_space(big):  # the case rules split words on ASCII whitespace
+        big = _re_odd_space.sub(" ", big)
+    if cfg.case and cfg.lower:
+        b = _case_bytes(np.frombuffer(big.encode("utf-8", "surrogatepass"), np.uint8))
         big = b.tobytes().decode("utf-8", "surrogatepass")
     if cfg.lower:
         big = big.lower()

@@ -19,6 +19,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text import fast_words as F
 from ulmfit.text import rules as R
 from ulmfit.text.special import (BOS, EOS, PAD, SPECIAL_TOKENS, TK_MAJ, TK_REP, TK_UP, TK_WREP,
                                  UNK, UNK_ID, WREP_ID)
@@ -49,6 +50,7 @@ class TextTokenizer:
                 raise UlmfitError(f"tokenizer vocab has {self.itos[i]!r} at id {i}; "
                                   f"special token {s!r} must be there (ids 0-8: {SPECIAL_TOKENS})")
         self._wrep_tables = None
+        self._table = None  # fast_words.VocabTable, built on first use
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -157,18 +159,44 @@ class TextTokenizer:
             return R.preprocess_batch(texts, self.rules)
         return [R.apply_rules(t, self.rules) for t in texts]
 
-    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Fast path: all ids of ``texts`` in one int32 array plus per-text lengths."""
+    def encode_flat(self, texts: list[str], workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Fast path: all ids of ``texts`` in one int32 array plus per-text lengths. ``workers``:
+        processes for a large batch (default: one per CPU core, at most 4, once the batch has a
+        million characters; 1 keeps it in this process)."""
         texts = list(texts)
         if not texts:
             return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        encs = self._tk.encode_batch_fast(self.preprocess(texts), add_special_tokens=False)
-        parts = [np.array(e.ids, dtype=np.int32) for e in encs]
-        lengths = np.array([len(p) for p in parts], dtype=np.int64)
-        ids = np.concatenate(parts)
+        n = F.pick_workers(texts, workers)
+        if n > 1:
+            self._tables()  # built once, before the fork
+            return F.fork_map(self._encode_here, texts, n)
+        return self._encode_here(texts)
+
+    def _encode_here(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        fast = self._encode_numpy(texts) if self.kind == "word" else None
+        if fast is not None:
+            ids, lengths = fast
+        else:
+            encs = self._tk.encode_batch_fast(self.preprocess(texts), add_special_tokens=False)
+            parts = [np.array(e.ids, dtype=np.int32) for e in encs]
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            ids = np.concatenate(parts)
         if self.kind == "word" and self.rules.wrep:
             ids, lengths = R.wrep_ids(ids, lengths, *self._wrep_args())
         return ids, lengths
+
+    def _tables(self):
+        if self.kind == "word":
+            self._wrep_args()
+            if self._table is None:
+                self._table = F.VocabTable(self.itos, self.stoi, self._tk.pre_tokenizer)
+        return self._table
+
+    def _encode_numpy(self, texts: list[str]):
+        """Word level without the Rust tokenizer (``fast_words``); None: use the Rust path."""
+        if not self._tables().usable:
+            return None
+        return F.encode_joined(R.join_rules(texts, self.rules), len(texts), self._table, self.rules)
 
     def encode_batch(self, texts: Iterable[str], as_numpy: bool = False) -> list:
         """Ids of each text (lists of int, or numpy int32 arrays with ``as_numpy``)."""
