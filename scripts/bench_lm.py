@@ -9,8 +9,10 @@ Implementations (``--impls``):
   ulmfit         our model, decoder + cross-entropy fused and chunked (``model(ids, targets)``)
   ulmfit-lstm32  as ulmfit, but the LSTMs stay fp32 under bf16 autocast (``lstm_autocast=False``)
   ulmfit-logits  our model, full logits then F.cross_entropy (what ``model(ids)`` gives)
-  fastai-style   a re-implementation of fastai's technique for a side-by-side reference on this
-                 machine: weight dropout by re-assigning the LSTM's weight attribute each forward,
+  fastai         fastai's own model, loss (+ RNNRegularizer's AR/TAR) and Adam (fastai==2.8.12
+                 installed in the same environment): the peer, side by side in one run
+  fastai-style   a re-implementation of fastai's technique, for machines without fastai:
+                 weight dropout by re-assigning the LSTM's weight attribute each forward,
                  embedding dropout by masking a full copy of the embedding matrix, full logits.
 
 Usage: python scripts/bench_lm.py [--configs small,paper] [--dtypes fp32,bf16]
@@ -108,6 +110,30 @@ def fastai_style_model(vocab_size: int, preset: str):
     return model, cfg
 
 
+def fastai_model(vocab_size: int, preset: str):
+    """fastai's own AWD-LSTM language model (``get_language_model(AWD_LSTM, ...)``, fastai's LM
+    dropouts), sized as our preset; needs fastai installed (e.g. fastai==2.8.12)."""
+    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config
+    from fastai.text.models.core import get_language_model
+
+    from ulmfit.text.awd_lstm import AWDLSTMConfig
+
+    cfg = AWDLSTMConfig.preset(preset, vocab_size)
+    conf = dict(awd_lstm_lm_config, emb_sz=cfg.emb_size, n_hid=cfg.n_hid, n_layers=cfg.n_layers)
+    return get_language_model(AWD_LSTM, vocab_size, config=conf), cfg
+
+
+def fastai_loss(out, y, alpha: float = 2.0, beta: float = 1.0):
+    """fastai's LM loss: flattened cross-entropy, plus its RNNRegularizer (AR on the last layer's
+    dropped output, TAR on its raw output)."""
+    import torch.nn.functional as F
+
+    logits, raw, dropped = out
+    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+    return loss + alpha * dropped[-1].float().pow(2).mean() + \
+        beta * (raw[-1][:, 1:] - raw[-1][:, :-1]).float().pow(2).mean()
+
+
 def matmul_gflops(dtype) -> float:
     import torch
 
@@ -140,13 +166,20 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int) -> dict
     ids, vocab_size = build_stream(DATA)
     n = len(ids) // BS
     streams = torch.from_numpy(ids[: n * BS].reshape(BS, n))
-    if impl == "fastai-style":
+    if impl == "fastai":
+        model, cfg = fastai_model(vocab_size, preset)
+    elif impl == "fastai-style":
         model, cfg = fastai_style_model(vocab_size, preset)
     else:
         cfg = AWDLSTMConfig.preset(preset, vocab_size, lstm_autocast=impl != "ulmfit-lstm32")
         model = AWDLSTMLanguageModel(cfg)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+    if impl == "fastai":  # fastai's own optimizer (its Adam, as `Learner` builds it)
+        from fastai.optimizer import Adam as FastaiAdam
+
+        opt = FastaiAdam(list(model.parameters()), lr=1e-3, mom=0.8, sqr_mom=0.99, wd=0.01)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
     bf16 = dtype == "bf16"
     fused = impl in ("ulmfit", "ulmfit-lstm32")
     times = []
@@ -156,8 +189,8 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int) -> dict
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x, y) if fused else model(x)
-            loss = lm_loss(out, y, alpha=2.0, beta=1.0)
-        opt.zero_grad(set_to_none=True)
+            loss = fastai_loss(out, y) if impl == "fastai" else lm_loss(out, y, alpha=2.0, beta=1.0)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         if i >= warmup:

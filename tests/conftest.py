@@ -1,7 +1,13 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
-from cli_helpers import TINY, ulmfit
+# tokenized-text cache of the phases (data.cache): a fresh one per test session, not ~/.cache/ulmfit
+os.environ.setdefault("ULMFIT_CACHE", tempfile.mkdtemp(prefix="ulmfit-test-cache-"))
+
+from cli_helpers import TINY, ulmfit  # noqa: E402
 
 
 @pytest.fixture(scope="session")

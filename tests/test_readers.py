@@ -128,3 +128,25 @@ def test_cache_reused(tmp_path):
     tok2 = TextTokenizer.train(texts, min_freq=1, rules=RuleConfig(case=False))
     cache.get_or_encode(tok2, texts, file_hash(p))
     assert cache.misses == 2
+
+
+def test_phases_reuse_cached_tokens(tmp_path, monkeypatch):
+    from ulmfit.clas_phase import _ids
+    from ulmfit.text.lm_train import make_streams
+    from ulmfit.text.text_classifier import TextClassifier
+
+    texts = [f"text number {i} about movies and films" for i in range(50)]
+    tok = TextTokenizer.train(texts, min_freq=1)
+    cache = TokenCache(tmp_path / "cache")
+    first = make_streams(tok, texts[:40], texts[40:], tmp_path / "w", bs=4, bptt=8, seed=0, cache=cache)
+    clf = TextClassifier(None, tok, ["a", "b"], backwards=True)
+    ids_first = _ids(clf, texts, "x", False, cache)
+    assert cache.misses == 3
+    expect = tok.encode_batch(texts[:1])[0][::-1]  # backward: reversed
+    monkeypatch.setattr(TextTokenizer, "encode_flat", lambda *a, **k: pytest.fail("tokenized again"))
+    again = make_streams(tok, texts[:40], texts[40:], tmp_path / "w2", bs=4, bptt=8, seed=0, cache=cache)
+    ids_again = _ids(clf, texts, "x", False, cache)
+    assert cache.hits == 3 and again[2] == first[2]
+    assert [a.tolist() for a in ids_again] == [a.tolist() for a in ids_first]
+    assert ids_first[0].tolist() == expect
+    assert not (tmp_path / "w2").exists()  # nothing numericalized again

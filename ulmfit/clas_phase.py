@@ -45,9 +45,15 @@ def _subsample(split, n: int | None, seed: int):
     return Split([split.texts[i] for i in idx], split.labels[idx])
 
 
-def _ids(tokenizer, texts, where: str, strict: bool):
-    ids, lengths = tokenizer.encode_flat(list(texts))
-    parts = np.split(np.asarray(ids, dtype=np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []
+def _ids(clf, texts, where: str, strict: bool, cache=None):
+    if cache is None:
+        parts = clf.encode(list(texts))  # reversed for a backward classifier
+    else:
+        from ulmfit.text.cache import TokenCache
+
+        ids, lengths = cache.get_or_encode(clf.tokenizer, list(texts))
+        parts = TokenCache.split(np.asarray(ids, dtype=np.int64), lengths)
+        parts = [p[::-1].copy() for p in parts] if clf.backwards else parts
     empty = [i for i, p in enumerate(parts) if len(p) <= 1]  # only xxbos left
     if empty and strict:
         raise UlmfitError(f"{where}: {len(empty)} text(s) are empty after tokenization, e.g. row {empty[0] + 1}")
@@ -63,7 +69,7 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
     from ulmfit.text.text_classifier import TextClassifier
     from ulmfit.text.tokenizer import TextTokenizer
     from ulmfit.core.checkpoint import load_weights
-    from ulmfit.phases import _log, _world
+    from ulmfit.phases import _log, _world, token_cache
 
     t, d = cfg.train, cfg.data
     set_seed(t.seed)
@@ -98,15 +104,16 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
                               bptt=t.bptt, max_len=cfg.max_len, head_hidden=cfg.head_hidden)
     if cfg.encoder:
         load_weights(model.encoder, _encoder_weights(Path(cfg.encoder), model))
-    clf = TextClassifier(model, tokenizer, data.classes, data.multi_label, cfg.threshold)
+    clf = TextClassifier(model, tokenizer, data.classes, data.multi_label, cfg.threshold, cfg.model.backwards)
     rank, world = _world()
+    cache = token_cache(d)
     mk = lambda split, shuffle, where: ClassificationBatches(  # noqa: E731
-        _ids(tokenizer, split.texts, where, d.strict), split.labels, bs=t.bs, bptt=t.bptt,
+        _ids(clf, split.texts, where, d.strict, cache), split.labels, bs=t.bs, bptt=t.bptt,
         pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, rank=rank, world_size=world,
         n_classes=len(data.classes) if data.multi_label else None)
     train = mk(data.train, True, str(d.train))
     valid = mk(data.valid, False, str(d.valid or d.train))
-    test_ids = _ids(tokenizer, data.test.texts, str(d.test), d.strict) if data.test else None
+    test_ids = _ids(clf, data.test.texts, str(d.test), d.strict, cache) if data.test else None
     if data.multi_label:
         loss = lambda out, y: F.binary_cross_entropy_with_logits(out.float(), y)  # noqa: E731
         predict = lambda out: (torch.sigmoid(out.float()) >= cfg.threshold).float()  # noqa: E731

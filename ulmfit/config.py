@@ -34,7 +34,8 @@ class DataConfig:
     train_size: int | None = None      # stratified subsample of labelled training rows (low-shot)
     articles: bool = False             # split WikiText-style files into articles on ' = Title = '
     strict: bool = False               # empty texts are an error instead of a warning
-    cache_dir: str | None = None
+    cache: bool = True                 # keep tokenized texts on disk; a second run skips tokenization
+    cache_dir: str | None = None       # where (default: $ULMFIT_CACHE or ~/.cache/ulmfit)
 
 
 @dataclass
@@ -78,7 +79,7 @@ class TrainSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     clip: float | None = 0.25
     grad_accum: int = 1
-    mixed_precision: str = "no"        # no | bf16 | fp16 | auto
+    mixed_precision: str = "auto"      # auto (bf16 where the CPU/GPU has it) | no | bf16 | fp16
     seed: int = 42
     max_steps_per_epoch: int | None = None
     early_stopping_patience: int | None = None
@@ -129,6 +130,8 @@ class RecipeConfig:
     finetune_lm: FinetuneLMConfig | None = None
     classifier: ClassifierConfig | None = None
     compare: dict | None = None        # `ulmfit compare` settings (strategies, seeds, sizes, overrides)
+    ensemble: bool = False             # also train every phase backwards; report forward+backward averaged
+    backward_pretrained: str | None = None  # the backward LM to fine-tune when the recipe has no pretrain
 
 
 # ---- conversion -------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ def export_run(run_dir, out_dir, onnx: bool = False) -> dict:
         from ulmfit.text.text_classifier import TextClassifier
 
         clf = TextClassifier.load(src)
+        if clf.backwards:
+            raise UlmfitError(f"{src} is a backward classifier; export its forward twin (the Hub code reads "
+                              "texts forwards only)")
         model, tokenizer, awd = clf.model, clf.tokenizer, clf.model.config
         cfg = {"task": task, "bptt": model.bptt, "max_len": model.max_len,
                "head_hidden": model.head.layers[2].out_features,

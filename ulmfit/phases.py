@@ -137,6 +137,13 @@ def _last(history: list[dict], prefix: str = "valid_") -> dict:
 
 # ---- phase 1 and 2: language models ----------------------------------------------------------
 
+def token_cache(data):
+    """The on-disk cache of tokenized texts a phase uses (None when ``data.cache`` is off)."""
+    from ulmfit.text.cache import TokenCache
+
+    return TokenCache(data.cache_dir) if data.cache else None
+
+
 @dataclass
 class LMSetup:
     trainer: Trainer
@@ -153,7 +160,7 @@ def _lm_setup(cfg, model, tokenizer, train_texts, valid_texts, quiet: bool) -> L
     out = Path(cfg.out)
     t = cfg.train
     train, valid, n_tok = make_streams(tokenizer, train_texts, valid_texts, out / "work", t.bs, t.bptt, t.seed,
-                                       backwards=cfg.model.backwards, world=_world())
+                                       backwards=cfg.model.backwards, world=_world(), cache=token_cache(cfg.data))
     trainer = lm_trainer(model, train, valid, t, out, quiet)
     return LMSetup(trainer, _stages(t, len(trainer.groups)), model, tokenizer, n_tok, out)
 
@@ -304,6 +311,54 @@ def generate(model_dir: str, prompt: str, n_words: int = 40, temperature: float 
 
 # ---- the whole recipe --------------------------------------------------------------------------
 
+def backward_recipe(cfg: RecipeConfig) -> RecipeConfig:
+    """The recipe's backward twin: every phase with ``model.backwards``, under ``<out>/backward/``,
+    each phase starting from the backward phase before it."""
+    import copy
+
+    tw = copy.deepcopy(cfg)
+    root = Path(cfg.out) / "backward"
+    tw.out, tw.ensemble = str(root), False
+    for name in ("pretrain", "finetune_lm", "classifier"):
+        section = getattr(tw, name)
+        if section is not None:
+            section.model.backwards = True
+            section.out = str(root / name)
+    if tw.finetune_lm:
+        if tw.pretrain:
+            tw.finetune_lm.pretrained = tw.pretrain.out
+        elif cfg.backward_pretrained:
+            tw.finetune_lm.pretrained = cfg.backward_pretrained
+        elif tw.finetune_lm.pretrained:
+            raise UlmfitError(f"ensemble: the recipe fine-tunes {tw.finetune_lm.pretrained} without a pretrain "
+                              "section; set backward_pretrained to a backward LM (pretrain with model.backwards=true)")
+    if tw.classifier and tw.classifier.encoder:
+        if not tw.finetune_lm:
+            raise UlmfitError("ensemble: the classifier starts from an external encoder; give the recipe a "
+                              "finetune_lm section so the backward classifier has a backward encoder")
+        tw.classifier.encoder = tw.finetune_lm.out
+    return tw
+
+
+def _run_ensemble(cfg: RecipeConfig, force: bool, quiet: bool) -> dict[str, dict]:
+    """Train the backward twin, then evaluate forward+backward averaged on the test file."""
+    from ulmfit.clas_phase import evaluate as evaluate_clf
+    from ulmfit.text.text_classifier import EnsembleClassifier
+
+    if not cfg.classifier or cfg.classifier.model.type != "awd_lstm":
+        raise UlmfitError("ensemble: needs an AWD-LSTM classifier section (forward + backward classifiers)")
+    twin = backward_recipe(cfg)
+    _log(f"== ensemble: backward phases -> {twin.out}", quiet)
+    back = run_recipe(twin, force=force, quiet=quiet)
+    ens = EnsembleClassifier.save(Path(cfg.out) / "ensemble", [cfg.classifier.out, twin.classifier.out])
+    d = cfg.classifier.data
+    res = {"backward": back}
+    if d.test:
+        res["ensemble"] = evaluate_clf(str(ens), d.test, d.text_cols, d.label_col, out=str(ens))
+        _log(f"ensemble (forward+backward): test accuracy {res['ensemble']['test_accuracy']:.4f}", quiet)
+    return res
+
+
 def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> dict:
     """Run the recipe's phases in order; a phase whose metrics.json exists is skipped unless force."""
     started = time.time()
@@ -322,6 +377,8 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
             continue
         _log(f"== {name} -> {phase_cfg.out}", quiet)
         results[name] = fn(phase_cfg, quiet=quiet)
+    if cfg.ensemble:
+        results.update(_run_ensemble(cfg, force, quiet))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")

@@ -13,6 +13,8 @@ Memory stays flat: losses are kept as one detached running tensor and logged as 
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import json
 import math
@@ -78,7 +80,9 @@ class Hooks:
 
 
 def resolve_mixed_precision(mode: str) -> str:
-    """'auto' -> bf16 on GPUs that support it and CPUs with AMX-bf16, else 'no'."""
+    """'auto' -> bf16 on GPUs that support it and on CPUs with bf16 matrix instructions (AMX-bf16
+    or AVX512-BF16), else 'no'. Measured on an AVX512-BF16 CPU (README): the `small` LM trains
+    1.6x faster under bf16 autocast and reaches the same WikiText-2 perplexity as fp32."""
     mode = (mode or "no").lower()
     if mode not in ("no", "bf16", "fp16", "auto"):
         raise UlmfitError(f"mixed_precision must be one of no, bf16, fp16, auto; got {mode!r}")
@@ -90,7 +94,7 @@ def resolve_mixed_precision(mode: str) -> str:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "no"
-    return "bf16" if "amx_bf16" in flags else "no"
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "no"
 
 
 @dataclass
@@ -186,11 +190,11 @@ class Trainer:
             return {k: self._to_device(v) for k, v in x.items()}
         return x
 
-    def _loss(self, batch, train: bool):
+    def _loss(self, batch, train: bool, full_precision: bool = False):
         inputs, targets = self._split(batch)
         inputs, targets = self._to_device(inputs), self._to_device(targets)
         model = self._forward_model() if train else self.model
-        with self.accelerator.autocast():
+        with contextlib.nullcontext() if full_precision else self.accelerator.autocast():
             if self.hooks.forward is not None:
                 output = self.hooks.forward(model, inputs, targets, train)
             else:
@@ -253,7 +257,9 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, loader=None, prefix: str = "valid") -> dict:
+    def evaluate(self, loader=None, prefix: str = "valid", full_precision: bool = False) -> dict:
+        """Loss and metrics over ``loader`` (default: the validation loader). ``full_precision``
+        runs outside autocast, as a saved model is evaluated later (final test figures)."""
         loader = self.valid_loader if loader is None else self._prepare_loader(loader)
         if loader is None:
             return {}
@@ -265,7 +271,7 @@ class Trainer:
         count = torch.zeros((), dtype=torch.float64, device=acc.device)
         preds, targs = [], []
         for batch in loader:
-            loss, output, targets = self._loss(batch, train=False)
+            loss, output, targets = self._loss(batch, train=False, full_precision=full_precision)
             token_level = targets.ndim == 2 and not targets.is_floating_point()
             # token-level targets (LMs) count real tokens; -100 marks ignored positions (MLM)
             n = (targets != -100).sum() if token_level else (targets.shape[0] if targets.ndim else 1)

@@ -1,12 +1,17 @@
 """On-disk cache of tokenized ids, keyed by the input's content hash and the tokenizer hash.
 
-An entry is a folder ``<cache_dir>/<key>/`` holding ``ids.npy`` (flat ids, uint16/uint32) and
-``lengths.npy`` (tokens per text); written to a temporary folder and renamed, so a crash never
-leaves a half-written entry. Default cache dir: ``$ULMFIT_CACHE`` or ``~/.cache/ulmfit``.
+An entry is a folder ``<cache_dir>/<key>/`` holding what ``lm_data.numericalize_to_memmap``
+writes: ``ids.bin`` (flat ids, uint16/uint32, read back memory-mapped), ``ids.bin.json`` and
+``ids.bin.offsets.npy`` (where each text starts). Texts are encoded in chunks straight to disk, so
+memory stays bounded for any corpus; the entry is written to a temporary folder and renamed, so a
+crash never leaves a half-written one. Default cache dir: ``$ULMFIT_CACHE`` or
+``~/.cache/ulmfit``. The phases key entries by the hash of the texts they read (after column
+selection and splitting) and the tokenizer's hash.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -53,34 +58,38 @@ class TokenCache:
 
     def load(self, key: str):
         d = self.dir / key
-        if (d / "ids.npy").is_file() and (d / "lengths.npy").is_file():
-            return np.load(d / "ids.npy", mmap_mode="r"), np.load(d / "lengths.npy")
-        return None
-
-    def save(self, key: str, ids: np.ndarray, lengths: np.ndarray) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".tmp-"))
-        np.save(tmp / "ids.npy", ids)
-        np.save(tmp / "lengths.npy", lengths)
-        dest = self.dir / key
-        if dest.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, dest)
-        return dest
+        if not (d / "ids.bin.json").is_file():
+            return None
+        meta = json.loads((d / "ids.bin.json").read_text())
+        offsets = np.load(d / "ids.bin.offsets.npy")
+        ids = np.memmap(d / "ids.bin", dtype=np.dtype(meta["dtype"]), mode="r", shape=(int(meta["n_tokens"]),))
+        return ids, np.diff(offsets)
 
     def get_or_encode(self, tokenizer, texts: Sequence[str], content_hash: str | None = None):
-        """Ids for ``texts``; computed once, then read back from disk."""
+        """(ids, lengths) for ``texts``: encoded once (in chunks, to disk), then read back."""
+        from ulmfit.text.lm_data import numericalize_to_memmap
+
         key = self.key(content_hash or texts_hash(texts), tokenizer)
         got = self.load(key)
         if got is not None:
             self.hits += 1
             return got
         self.misses += 1
-        ids, lengths = tokenizer.encode_flat(list(texts))
-        ids = ids.astype(tokenizer.id_dtype)
-        self.save(key, ids, lengths)
-        return ids, lengths
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".tmp-"))
+        try:
+            ids, offsets = numericalize_to_memmap(tokenizer, texts, tmp / "ids.bin")
+            del ids
+            try:
+                os.replace(tmp, self.dir / key)
+            except OSError:  # another process (rank) wrote the same entry meanwhile
+                if not (self.dir / key / "ids.bin.json").is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.load(key)
 
     @staticmethod
     def split(ids: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

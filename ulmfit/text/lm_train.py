@@ -59,11 +59,19 @@ def lm_hooks(alpha: float, beta: float, bptt: int) -> Hooks:
 
 
 def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, bptt: int, seed: int,
-                 backwards: bool = False, world: tuple[int, int] = (0, 1)):
-    """Numericalize both splits into memory-mapped files under work_dir and wrap them in streams."""
+                 backwards: bool = False, world: tuple[int, int] = (0, 1), cache=None):
+    """Numericalize both splits into memory-mapped files (under work_dir, or read back from the
+    ``cache.TokenCache`` when one is given) and wrap them in streams."""
     rank, world_size = world
-    tr_ids, tr_off = numericalize_to_memmap(tokenizer, train_texts, work_dir / "train.ids")
-    va_ids, va_off = numericalize_to_memmap(tokenizer, valid_texts, work_dir / "valid.ids")
+
+    def ids_of(texts, name):
+        if cache is None:
+            return numericalize_to_memmap(tokenizer, texts, work_dir / f"{name}.ids")
+        ids, lengths = cache.get_or_encode(tokenizer, texts)
+        return ids, np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+
+    tr_ids, tr_off = ids_of(train_texts, "train")
+    va_ids, va_off = ids_of(valid_texts, "valid")
     valid_bs = max(1, min(bs, len(va_ids) // (4 * world_size)))
     train = LMStream(tr_ids, tr_off, bs=bs, bptt=bptt, shuffle=True, seed=seed, backwards=backwards,
                      rank=rank, world_size=world_size)

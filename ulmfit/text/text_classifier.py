@@ -8,6 +8,7 @@ independent of the batch size.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ulmfit.text.tokenizer import TextTokenizer
 
 CONFIG_NAME = "classifier_config.json"
 WEIGHTS_NAME = "model.safetensors"
+ENSEMBLE_NAME = "ensemble.json"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class TextClassifier:
     classes: list[str]
     multi_label: bool = False
     threshold: float = 0.5
+    backwards: bool = False  # reads every text's tokens in reverse (the backward half of an ensemble)
 
     # ---- persistence ------------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -40,7 +43,7 @@ class TextClassifier:
                 "n_classes": len(self.classes), "classes": self.classes, "multi_label": self.multi_label,
                 "threshold": self.threshold, "bptt": m.bptt, "max_len": m.max_len,
                 "head_hidden": m.head.layers[2].out_features,
-                "head_ps": [m.head.layers[1].p, m.head.layers[5].p]}
+                "head_ps": [m.head.layers[1].p, m.head.layers[5].p], "backwards": self.backwards}
 
     def save(self, out_dir: str | Path) -> None:
         out = Path(out_dir)
@@ -71,12 +74,14 @@ class TextClassifier:
         model.eval()
         if device:
             model.to(device)
-        return cls(model, tok, list(c["classes"]), bool(c["multi_label"]), float(c["threshold"]))
+        return cls(model, tok, list(c["classes"]), bool(c["multi_label"]), float(c["threshold"]),
+                   bool(c.get("backwards", False)))
 
     # ---- prediction -------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         ids, lengths = self.tokenizer.encode_flat(list(texts))
-        return np.split(np.asarray(ids, dtype=np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []
+        parts = np.split(np.asarray(ids, dtype=np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []
+        return [p[::-1].copy() for p in parts] if self.backwards else parts
 
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], bs: int = 64, ids: list | None = None) -> np.ndarray:
@@ -140,9 +145,55 @@ class TransformersTextClassifier:
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
 
+class EnsembleClassifier:
+    """Several classifiers over the same classes (a forward and a backward one, as in the ULMFiT
+    paper's bidirectional result): the probabilities are averaged. Saved as ``ensemble.json``
+    listing the member folders (relative to it)."""
+
+    def __init__(self, members: list):
+        if not members:
+            raise UlmfitError("an ensemble needs at least one classifier")
+        first = members[0]
+        for m in members[1:]:
+            if list(m.classes) != list(first.classes) or m.multi_label != first.multi_label:
+                raise UlmfitError(f"ensemble members disagree on the classes: {first.classes} vs {m.classes}")
+        self.members, self.classes = members, list(first.classes)
+        self.multi_label, self.threshold = first.multi_label, first.threshold
+
+    def encode(self, texts: list[str]) -> list[str]:
+        return list(texts)  # each member tokenizes (a backward member reverses)
+
+    def predict_proba(self, texts, bs: int = 64, ids: list | None = None) -> np.ndarray:
+        texts = ids if texts is None else texts
+        return np.mean([m.predict_proba(list(texts), bs=bs) for m in self.members], axis=0)
+
+    def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
+        return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
+
+    @staticmethod
+    def save(folder: str | Path, members: list[str | Path]) -> Path:
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        rel = [os.path.relpath(Path(m).resolve(), d.resolve()) for m in members]
+        atomic_write_text(d / ENSEMBLE_NAME, json.dumps({"members": rel}, indent=1))
+        return d
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EnsembleClassifier":
+        d = Path(folder)
+        try:
+            rel = json.loads((d / ENSEMBLE_NAME).read_text(encoding="utf-8"))["members"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UlmfitError(f"{d / ENSEMBLE_NAME} is not an ensemble file ({e})") from None
+        return cls([load_classifier(d / r) for r in rel])
+
+
 def load_classifier(folder: str | Path):
-    """Any classifier folder ulmfit writes: an AWD-LSTM run, or a transformers run (or its model/)."""
+    """Any classifier folder ulmfit writes: an AWD-LSTM run, a transformers run (or its model/),
+    an exported folder, or an ensemble (``ensemble.json``)."""
     d = Path(folder)
+    if (d / ENSEMBLE_NAME).is_file():
+        return EnsembleClassifier.load(d)
     for cand in (d, d / "model"):
         if (cand / "ulmfit_head.json").exists():
             return TransformersTextClassifier.load(cand)

@@ -209,7 +209,7 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         tt = td.check_texts(test_texts, "test texts")
         loader = td.classification_loader(setup.model.tokenizer, tt, setup.labels.encode(test_labels, "test labels"),
                                           setup.model.max_length, 64, False)
-        metrics.update(setup.trainer.evaluate(loader, prefix="test"))
+        metrics.update(setup.trainer.evaluate(loader, prefix="test", full_precision=True))  # as `evaluate` will
     metrics["train_seconds"] = secs
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
     if out is not None:

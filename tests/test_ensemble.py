@@ -1,0 +1,78 @@
+"""Forward + backward ensemble: the backward twin of a recipe, reversed reading, averaged probabilities."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_helpers import DATA, TINY, ulmfit
+from ulmfit.config import recipe_config
+from ulmfit.errors import UlmfitError
+from ulmfit.phases import backward_recipe
+from ulmfit.text.text_classifier import EnsembleClassifier, TextClassifier, load_classifier
+
+
+def test_backward_recipe_chains_backward_phases(tmp_path):
+    cfg = recipe_config("configs/cpu-small.yaml", [], str(tmp_path / "r"))
+    tw = backward_recipe(cfg)
+    assert [getattr(tw, p).model.backwards for p in ("pretrain", "finetune_lm", "classifier")] == [True] * 3
+    assert not cfg.classifier.model.backwards  # the forward recipe is untouched
+    assert tw.finetune_lm.pretrained == tw.pretrain.out == str(tmp_path / "r" / "backward" / "pretrain")
+    assert tw.classifier.encoder == tw.finetune_lm.out == str(tmp_path / "r" / "backward" / "finetune_lm")
+    no_pre = recipe_config("configs/cpu-small.yaml", ["pretrain=null", "finetune_lm.pretrained=runs/x"], None)
+    with pytest.raises(UlmfitError, match="backward_pretrained"):
+        backward_recipe(no_pre)
+    no_pre.backward_pretrained = "runs/back-lm"
+    assert backward_recipe(no_pre).finetune_lm.pretrained == "runs/back-lm"
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tiny_run):
+    out, _ = tiny_run  # forward phases exist: only the backward ones and the ensemble run
+    r = ulmfit("run", "configs/cpu-small.yaml", "--out", str(out), "--quiet", "--set", "ensemble=true",
+               *[a for s in TINY for a in ("--set", s)])
+    return out, r
+
+
+def test_ensemble_run_trains_backward_twin_and_averages(ensemble_run):
+    out, r = ensemble_run
+    back = TextClassifier.load(out / "backward" / "classifier")
+    fwd = TextClassifier.load(out / "classifier")
+    assert back.backwards and not fwd.backwards
+    text = "What is the capital of France ?"
+    assert back.encode([text])[0].tolist() == back.tokenizer.encode(text)[::-1]
+    assert fwd.encode([text])[0].tolist() == fwd.tokenizer.encode(text)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert "backward.classifier.test_accuracy" in summary and "ensemble.test_accuracy" in summary
+    ens = load_classifier(out / "ensemble")
+    assert isinstance(ens, EnsembleClassifier) and len(ens.members) == 2
+    test = pd.read_csv(DATA / "trec6" / "test.csv")
+    texts = test["text"].tolist()[:50]
+    p = ens.predict_proba(texts)
+    assert np.allclose(p, (fwd.predict_proba(texts) + back.predict_proba(texts)) / 2, atol=1e-6)
+    m = json.loads((out / "ensemble" / "metrics.json").read_text())
+    assert m["test_accuracy"] == pytest.approx(summary["ensemble.test_accuracy"])
+
+
+def test_ensemble_folder_predicts_and_evaluates_from_the_cli(ensemble_run):
+    out, _ = ensemble_run
+    r = ulmfit("predict", str(out / "ensemble"), "How far is the moon ?")
+    row = json.loads(r.stdout)
+    assert row["label"] in load_classifier(out / "ensemble").classes
+    r = ulmfit("evaluate", str(out / "ensemble"), str(DATA / "trec6" / "test.csv"))
+    assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(
+        json.loads((out / "ensemble" / "metrics.json").read_text())["test_accuracy"])
+
+
+def test_backward_classifier_is_not_exported(ensemble_run, tmp_path):
+    out, _ = ensemble_run
+    r = ulmfit("export", str(out / "backward" / "classifier"), "--out", str(tmp_path / "x"), check=False)
+    assert r.returncode == 2 and "backward classifier" in r.stderr
+
+
+def test_members_must_share_classes(ensemble_run, tmp_path):
+    out, _ = ensemble_run
+    fwd = TextClassifier.load(out / "classifier")
+    other = TextClassifier(fwd.model, fwd.tokenizer, list(reversed(fwd.classes)))
+    with pytest.raises(UlmfitError, match="disagree"):
+        EnsembleClassifier([fwd, other])
