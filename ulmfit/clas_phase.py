@@ -46,14 +46,8 @@ def _subsample(split, n: int | None, seed: int):
 
 
 def _ids(clf, texts, where: str, strict: bool, cache=None):
-    if cache is None:
-        parts = clf.encode(list(texts))  # reversed for a backward classifier
-    else:
-        from ulmfit.text.cache import TokenCache
-
-        ids, lengths = cache.get_or_encode(clf.tokenizer, list(texts))
-        parts = TokenCache.split(np.asarray(ids, dtype=np.int64), lengths)
-        parts = [p[::-1].copy() for p in parts] if clf.backwards else parts
+    texts = list(texts)  # ids reversed for a backward classifier
+    parts = clf.encode(texts) if cache is None else clf.parts(*cache.get_or_encode(clf.tokenizer, texts))
     empty = [i for i, p in enumerate(parts) if len(p) <= 1]  # only xxbos left
     if empty and strict:
         raise UlmfitError(f"{where}: {len(empty)} text(s) are empty after tokenization, e.g. row {empty[0] + 1}")

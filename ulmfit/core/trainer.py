@@ -14,7 +14,6 @@ Memory stays flat: losses are kept as one detached running tensor and logged as 
 from __future__ import annotations
 
 import contextlib
-
 import csv
 import json
 import math

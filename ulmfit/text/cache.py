@@ -78,8 +78,7 @@ class TokenCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".tmp-"))
         try:
-            ids, offsets = numericalize_to_memmap(tokenizer, texts, tmp / "ids.bin")
-            del ids
+            numericalize_to_memmap(tokenizer, texts, tmp / "ids.bin")
             try:
                 os.replace(tmp, self.dir / key)
             except OSError:  # another process (rank) wrote the same entry meanwhile

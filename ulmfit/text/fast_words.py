@@ -172,11 +172,11 @@ def _bytes_and_classes(big: str, table: VocabTable, lower: bool):
         return b0, low, cls
     pos = np.flatnonzero(b0 >= 0xC0)  # lead bytes of multi-byte characters
     nb = 2 + (b0[pos] >= 0xE0) + (b0[pos] >= 0xF0)
-    pad = np.concatenate((b0, np.zeros(3, np.uint8))).astype(np.uint32)
-    cp = pad[pos] & np.where(nb == 2, 0x1F, np.where(nb == 3, 0x0F, 0x07)).astype(np.uint32)
+    pad = np.concatenate((b0, np.zeros(3, np.uint8)))
+    cp = pad[pos].astype(np.uint32) & np.where(nb == 2, 0x1F, np.where(nb == 3, 0x0F, 0x07)).astype(np.uint32)
     for k in range(1, 4):
         more = nb > k
-        cp[more] = (cp[more] << 6) | (pad[pos[more] + k] & 0x3F)
+        cp[more] = (cp[more] << 6) | (pad[pos[more] + k].astype(np.uint32) & 0x3F)
     uniq, inv = np.unique(cp, return_inverse=True)
     ucls = np.empty(len(uniq), np.uint8)
     lowtab = np.zeros((len(uniq), 4), np.uint8)
@@ -193,8 +193,7 @@ def _bytes_and_classes(big: str, table: VocabTable, lower: bool):
     for k in range(4):
         sel = nb > k
         cls[pos[sel] + k] = ucls[inv[sel]]
-    if changed.any():
-        low = low.copy() if low is b0 else low
+    if changed.any():  # only when lower-casing: `low` is then a fresh array
         ch_sel = changed[inv]
         for k in range(4):
             sel = ch_sel & (nb > k)

@@ -18,6 +18,7 @@ import torch
 from ulmfit.core.checkpoint import atomic_write_text, load_weights, save_weights
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm import AWDLSTMConfig
+from ulmfit.text.cache import TokenCache
 from ulmfit.text.class_data import ClassificationBatches
 from ulmfit.text.classifier import AWDLSTMClassifier
 from ulmfit.text.tokenizer import TextTokenizer
@@ -79,8 +80,11 @@ class TextClassifier:
 
     # ---- prediction -------------------------------------------------------------------------
     def encode(self, texts: list[str]) -> list[np.ndarray]:
-        ids, lengths = self.tokenizer.encode_flat(list(texts))
-        parts = np.split(np.asarray(ids, dtype=np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else []
+        return self.parts(*self.tokenizer.encode_flat(list(texts)))
+
+    def parts(self, ids, lengths) -> list[np.ndarray]:
+        """Per-text int64 id arrays from the flat form (reversed for a backward classifier)."""
+        parts = TokenCache.split(np.asarray(ids, dtype=np.int64), lengths)
         return [p[::-1].copy() for p in parts] if self.backwards else parts
 
     @torch.inference_mode()
