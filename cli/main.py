@@ -189,12 +189,15 @@ def push(hub_dir: str = typer.Argument(..., help="A folder written by `ulmfit ex
 
 
 @app.command()
-def compare(config: str = typer.Option(..., "--config", "-c", help="A recipe (pretrain / finetune_lm / classifier sections; an optional `compare` section)."),
+def compare(config: str = typer.Option(..., "--config", "-c", help="A text recipe (pretrain / finetune_lm / classifier sections) "
+                                       "or a vision recipe (modality: image, configs/vision-digits.yaml); an optional `compare` section."),
             strategies: Optional[str] = typer.Option(None, help="Comma-separated: gradual, full, chain_thaw, head_only, "
-                                                     "no_pretraining, no_lm_finetuning, lm_no_discriminative, lm_no_stlr, "
-                                                     "one_cycle, stlr, or a name defined under compare.overrides."),
+                                                     "no_pretraining; text: no_lm_finetuning, lm_no_discriminative, lm_no_stlr, "
+                                                     "one_cycle, stlr, or a name defined under compare.overrides; vision: "
+                                                     "precomputed_head, fastai."),
             seeds: Optional[str] = typer.Option(None, help="How many seeds (3 = seeds 0, 1, 2) or a list (1,7,42)."),
-            train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Low-shot: labelled examples per run, e.g. 50,100,all."),
+            train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Low-shot: labelled examples per run "
+                                                      "(text, e.g. 50,100,all) or per class (vision, e.g. 10,50)."),
             ablations: Optional[str] = typer.Option(None, help="Extra strategies appended to --strategies (ablations)."),
             set_: Optional[List[str]] = SET, out: Optional[str] = OUT, quiet: bool = QUIET):
     """Compare fine-tuning strategies and ablations over seeds (and labelled-set sizes): results.csv, summary.md, plots."""

@@ -56,12 +56,15 @@ def main():
     ap.add_argument("--n-labels", nargs="+", default=["100", "500"], help="numbers or 'all'")
     ap.add_argument("--strategies", nargs="+", default=["full", "gradual"])
     ap.add_argument("--domain-lm", nargs="+", type=int, default=[0])
-    ap.add_argument("--epochs", type=int, default=None, help="default: 20 (subsets), 4 (all), as the peer")
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="default: 20 for subsets (as the peer), 5 for all labels (configs/trec6-minilm.yaml)")
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--head-lr", type=float, default=1e-3, help="LR of head-only stages")
-    ap.add_argument("--layer-decay", type=float, default=None)
-    ap.add_argument("--pooling", default="cls")
+    ap.add_argument("--layer-decay", type=float, default=0.95, help="0: one LR for every group")
+    ap.add_argument("--pooling", default="mean")
     ap.add_argument("--schedule", default="linear")
+    ap.add_argument("--warmup-pct", type=float, default=0.1)
+    ap.add_argument("--mixed-precision", default="auto", help="no | bf16 | auto (bf16 on bf16-capable CPUs)")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lm-epochs", type=int, default=3)
@@ -70,6 +73,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/ulmfit_bench_transformers")
     args = ap.parse_args()
+    args.layer_decay = args.layer_decay or None
 
     import torch
     import transformers
@@ -88,10 +92,12 @@ def main():
     for dom in args.domain_lm:
         src, lm_secs = model, 0.0
         if dom:
-            lm_dir = Path(args.cache) / f"lm_{args.task}_e{args.lm_epochs}_lr{args.lm_lr}"
+            lm_dir = Path(args.cache) / f"lm_{args.task}_e{args.lm_epochs}_lr{args.lm_lr}_{args.mixed_precision}"
             if not (lm_dir / "lm_metrics.json").exists():
                 res = finetune_transformer_lm(model, train_t, lm_dir, epochs=args.lm_epochs, lr=args.lm_lr,
-                                              max_length=args.max_length, bs=args.bs, seed=args.seed)
+                                              max_length=args.max_length, bs=args.bs, seed=args.seed,
+                                              mixed_precision=args.mixed_precision,
+                                              schedule_args={"warmup_pct": args.warmup_pct})
                 print(json.dumps({"phase": "lm", "task": args.task, "epochs": args.lm_epochs,
                                   "valid_perplexity": res.perplexity, "lm_seconds": round(res.train_seconds, 1),
                                   "fresh_weights": res.fresh_weights, **machine}), flush=True)
@@ -100,14 +106,16 @@ def main():
         for n in args.n_labels:
             n_lab = None if n == "all" else int(n)
             tt, ty = subset(train_t, train_y, n_lab, args.seed)
-            epochs = args.epochs or (4 if n_lab is None else 20)
+            epochs = args.epochs or (5 if n_lab is None else 20)
             for strat in args.strategies:
                 ep = [1, 1, 1, epochs - 3] if strat == "gradual" else epochs
                 t0 = time.time()
                 res = train_transformer_classifier(
                     src, tt, ty, test_texts=test_t, test_labels=test_y, strategy=strat, epochs=ep,
                     lr=args.lr, head_lr=args.head_lr, layer_decay=args.layer_decay, pooling=args.pooling,
-                    schedule=args.schedule, max_length=args.max_length, bs=args.bs, seed=args.seed)
+                    schedule=args.schedule, schedule_args={"warmup_pct": args.warmup_pct},
+                    max_length=args.max_length, bs=args.bs, seed=args.seed,
+                    mixed_precision=args.mixed_precision)
                 print(json.dumps({
                     "task": args.task, "n_labels": len(tt), "strategy": strat, "domain_lm": bool(dom),
                     "epochs": epochs, "test_accuracy": round(res.metrics["test_accuracy"], 4),
@@ -115,6 +123,7 @@ def main():
                     "train_seconds": round(res.train_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
                     "lm_seconds": round(lm_secs, 1), "lr": args.lr, "head_lr": args.head_lr,
                     "layer_decay": args.layer_decay, "pooling": args.pooling, "schedule": args.schedule,
+                    "mixed_precision": args.mixed_precision, "seed": args.seed,
                     **machine}), flush=True)
 
 

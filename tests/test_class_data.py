@@ -58,3 +58,22 @@ def test_multilabel_and_ranks():
     assert out0[0][1].dtype == torch.float32 and out0[0][1].shape[1] == 3
     with pytest.raises(UlmfitError, match="empty"):
         ClassificationBatches([], None)
+
+
+def test_transformers_sortish_sampler_covers_all_with_less_padding_and_follows_the_epoch():
+    from ulmfit.text.transformers_data import SortishBatchSampler
+
+    lengths = np.random.default_rng(0).integers(3, 60, 500)
+    s = SortishBatchSampler(lengths, 32, seed=7)
+    e0, e1 = list(s), list(s)  # each pass is the next epoch
+    assert len(e0) == len(s) == 16
+    for ep in (e0, e1):
+        assert sorted(i for b in ep for i in b) == list(range(500))
+    assert e0 != e1
+    s.set_epoch(1)
+    assert list(s) == e1  # resume: the order depends on (seed, epoch) only
+    padded = sum(len(b) * lengths[b].max() for b in e0)
+    rand = np.random.default_rng(1).permutation(500)
+    padded_random = sum(len(b) * lengths[b].max() for b in np.array_split(rand, 16))
+    assert padded < 0.75 * padded_random
+    assert lengths[e0[0]].max() == lengths.max()  # the longest batch first (memory errors show at once)

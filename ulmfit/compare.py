@@ -11,6 +11,9 @@ once and is shared by every strategy, seed and size that uses it.
       runs/<strategy>-s<seed>-n<size>/   one train-classifier output per run
       results.csv  summary.md  accuracy.png  valid_vs_time.png  [lowshot.png]
 
+A vision recipe (`modality: image`) compares the same way through ulmfit.vision.compare_runs: its
+pretraining runs once, each run transfers it with one strategy, seed and images-per-class size.
+
 Resumable: a run whose metrics.json exists is read back, not re-run; a run that raises is
 recorded with status `failed` and its error, and the others go on.
 
@@ -352,8 +355,7 @@ def _split_recipe(config_path: str, overrides: list[str] | None) -> tuple[dict, 
     if not isinstance(comp, dict):
         raise UlmfitError(f"{config_path}: `compare` must be a mapping")
     if raw.get("modality") == "image":
-        raise UlmfitError(f"{config_path} is a vision recipe; `ulmfit compare` covers text recipes for now, "
-                          "run scripts/vision_transfer.py for the vision comparison")
+        return raw, comp
     if not any(k in raw for k in ("pretrain", "finetune_lm", "classifier")):
         raw = {"classifier": {k: v for k, v in raw.items() if k != "out"}}  # a plain phase-3 config
     if not raw.get("classifier"):
@@ -371,44 +373,65 @@ def compare(config_path: str, strategies=None, seeds=None, out: str | None = Non
     from ulmfit import compare_plots
 
     raw, comp = _split_recipe(config_path, overrides)
+    vision = raw.get("modality") == "image"
+    if vision:
+        try:
+            from ulmfit.vision.compare_runs import STRATEGIES as VISION, VisionRuns
+        except ImportError as e:
+            raise UlmfitError(f"comparing a vision recipe needs torchvision: pip install 'ulmfit[vision]' ({e})") \
+                from None
+    known = tuple(VISION) if vision else CORE + ABLATIONS
     names = _csv_list(strategies) or _csv_list(comp.get("strategies")) or ["gradual", "full"]
     names += [a for a in _csv_list(ablations) if a not in names]
     names = list(dict.fromkeys(n.strip().lower().replace("-", "_") for n in names))
-    extra = comp.get("overrides") or {}
-    unknown = [n for n in names if n not in CORE + ABLATIONS and n not in extra]
+    extra = {} if vision else (comp.get("overrides") or {})
+    unknown = [n for n in names if n not in known and n not in extra]
     if unknown:
         import difflib
 
-        close = difflib.get_close_matches(unknown[0], CORE + ABLATIONS, n=1)
+        close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UlmfitError(f"unknown strategy {unknown[0]!r}{hint}; choose from {', '.join(CORE + ABLATIONS)} "
-                          "or define it under compare.overrides in the recipe")
+        more = "" if vision else " or define it under compare.overrides in the recipe"
+        raise UlmfitError(f"unknown strategy {unknown[0]!r}{hint}; choose from {', '.join(known)}{more}")
     seed_list = _seeds(seeds if seeds is not None else comp.get("seeds", 3))
-    sizes = [_size(s) for s in (_csv_list(train_sizes) or _csv_list(comp.get("train_sizes")) or ["all"])]
-    sizes = list(dict.fromkeys(sizes))
     root = Path(out or comp.get("out") or Path(raw.get("out", "runs/compare")) / "compare")
     root.mkdir(parents=True, exist_ok=True)
+    if vision:
+        runner = VisionRuns(raw, root, quiet)
+        default_sizes = runner.default_sizes()
+    else:
+        default_sizes = ["all"]
+    sizes = [_size(s) for s in (_csv_list(train_sizes) or _csv_list(comp.get("train_sizes")) or default_sizes)]
+    sizes = list(dict.fromkeys(sizes))
     from ulmfit.core.checkpoint import atomic_write_text
 
     atomic_write_text(root / "recipe.yaml", yaml.safe_dump(raw, sort_keys=False))
-    clf_section = dict(raw["classifier"])
-    explicit_encoder = clf_section.pop("encoder", None)
-    clf = from_dict(ClassifierConfig, clf_section, "classifier.")
-    plans = {n: strategy_plan(n, clf, [str(o) for o in _csv_list(extra.get(n))]) for n in names}
-    lms = LMs(raw, root / "lm", quiet)
+    if vision:
+        run_one, times = runner.run, runner.times
+    else:
+        clf_section = dict(raw["classifier"])
+        explicit_encoder = clf_section.pop("encoder", None)
+        clf = from_dict(ClassifierConfig, clf_section, "classifier.")
+        plans = {n: strategy_plan(n, clf, [str(o) for o in _csv_list(extra.get(n))]) for n in names}
+        lms = LMs(raw, root / "lm", quiet)
+        times = lms.times
+
+        def run_one(name, seed, size, run_dir):
+            return _one_run(name, plans[name], seed, size, clf_section, lms, explicit_encoder, run_dir, quiet)
     # seed-major order: load changes on a shared machine hit every strategy alike
     todo = [(size, n, s) for size in sizes for s in seed_list for n in names]
     rank = {(size, n, s): k for k, (size, n, s) in enumerate((z, n, s) for z in sizes for n in names
                                                              for s in seed_list)}
     _log(f"compare: {len(names)} strategies x {len(seed_list)} seeds x {len(sizes)} sizes = {len(todo)} runs "
          f"-> {root}", quiet)
-    _warm_up()
+    if not vision:
+        _warm_up()
     started, rows = time.time(), []
     for i, (size, name, seed) in enumerate(todo, 1):
         run_dir = root / "runs" / _run_name(name, seed, size)
         t0 = time.time()
         try:
-            row = _one_run(name, plans[name], seed, size, clf_section, lms, explicit_encoder, run_dir, quiet)
+            row = run_one(name, seed, size, run_dir)
         except UlmfitError as e:  # a shared phase (1 or 2) failed: every run that needs it fails
             row = _row(name, seed, size, run_dir, None, error=f"UlmfitError: {e}")
         rows.append(row)
@@ -419,6 +442,6 @@ def compare(config_path: str, strategies=None, seeds=None, out: str | None = Non
         _log(f"[{i}/{len(todo)}] {_run_name(name, seed, size)}: "
              + (f"accuracy {acc:.4f} ({what})" if acc is not None else what), quiet)
         compare_plots.write_results(root, rows)  # after every run, so an interrupted compare leaves a valid table
-    summary = compare_plots.write_summary(root, rows, lms.times, time.time() - started)
+    summary = compare_plots.write_summary(root, rows, times, time.time() - started)
     compare_plots.plot_all(root, rows)
     return summary

@@ -189,7 +189,7 @@ def write_summary(root: Path, rows: list[dict], lm_times: dict, wall: float) -> 
              f"ranked by mean {metric} (± sample std over seeds) within each labelled-set size.", ""]
     for size in dict.fromkeys(a["train_size"] for a in agg):
         part = [a for a in agg if a["train_size"] == size]
-        lines += [f"## train size: {size}" + (f" ({part[0]['n_train']} labelled texts)" if part[0]["n_train"] else ""),
+        lines += [f"## train size: {size}" + (f" ({part[0]['n_train']} labelled examples)" if part[0]["n_train"] else ""),
                   "", f"| rank | strategy | {metric} | valid accuracy | epochs | wall s / run | runs ok | failed |",
                   "|---|---|---|---|---|---|---|---|"]
         for k, a in enumerate(part, 1):
@@ -210,7 +210,7 @@ def write_summary(root: Path, rows: list[dict], lm_times: dict, wall: float) -> 
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if lm_times:
-        lines += ["## Shared language-model phases (run once, not counted in the per-run times)", ""]
+        lines += ["## Shared phases (pretraining, LM fine-tuning: run once, not counted in the per-run times)", ""]
         lines += [f"- {k}: {v:.1f} s" for k, v in lm_times.items()] + [""]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:

@@ -26,6 +26,24 @@ from ulmfit.errors import UlmfitError
 from ulmfit.text.special import PAD_ID
 
 
+def sortish_batches(lengths: np.ndarray, bs: int, rng: np.random.Generator,
+                    chunk_batches: int = 50) -> list[np.ndarray]:
+    """Shuffled indices cut into chunks of ``chunk_batches`` batches, sorted by length (longest
+    first) inside each chunk, cut into batches; batches shuffled, the longest one first. Batches
+    hold texts of similar length, so little padding, while every epoch sees a new order."""
+    idx = rng.permutation(len(lengths))
+    size = bs * chunk_batches
+    batches = []
+    for c in range(0, len(idx), size):
+        ch = idx[c:c + size]
+        ch = ch[np.argsort(-lengths[ch], kind="stable")]
+        batches += [ch[i:i + bs] for i in range(0, len(ch), bs)]
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    longest = int(np.argmax([lengths[b].max() for b in batches]))
+    batches.insert(0, batches.pop(longest))
+    return batches
+
+
 class ClassificationBatches:
     """Iterable of ``(x, y)``: x LongTensor ``(bs, L)`` front-padded; y LongTensor ``(bs,)``, or
     FloatTensor ``(bs, n_classes)`` for multi-label (2-D labels), or None without labels."""
@@ -56,23 +74,10 @@ class ClassificationBatches:
         self.epoch = epoch
 
     def _batches(self) -> list[np.ndarray]:
-        n = len(self.ids)
         if not self.shuffle:
             idx = np.argsort(-self.lengths, kind="stable")
-            return [idx[i:i + self.bs] for i in range(0, n, self.bs)]
-        rng = np.random.default_rng([self.seed, self.epoch])
-        idx = rng.permutation(n)
-        size = self.bs * self.chunk
-        batches = []
-        for c in range(0, n, size):
-            ch = idx[c:c + size]
-            ch = ch[np.argsort(-self.lengths[ch], kind="stable")]
-            batches += [ch[i:i + self.bs] for i in range(0, len(ch), self.bs)]
-        perm = rng.permutation(len(batches))
-        batches = [batches[i] for i in perm]
-        longest = int(np.argmax([self.lengths[b].max() for b in batches]))
-        batches.insert(0, batches.pop(longest))
-        return batches
+            return [idx[i:i + self.bs] for i in range(0, len(idx), self.bs)]
+        return sortish_batches(self.lengths, self.bs, np.random.default_rng([self.seed, self.epoch]), self.chunk)
 
     def _local(self) -> list[np.ndarray]:
         batches = self._batches()

@@ -1,7 +1,9 @@
 """Batches for transformers backbones: text checks, label maps, tokenized loaders, metrics.
 
-Texts are tokenized once with the checkpoint's own (fast) tokenizer and padded per batch by the
-transformers data collators (`DataCollatorWithPadding` for classification,
+Texts are tokenized once with the checkpoint's own (fast) tokenizer, batched by length (training:
+fastai-style sort-ish batches, `SortishBatchSampler`; evaluation: longest first) so a batch of
+short questions is not padded to its one long outlier, and padded per batch by the transformers
+data collators (`DataCollatorWithPadding` for classification,
 `DataCollatorForLanguageModeling` for masked- or causal-LM fine-tuning). A batch is a dict of
 tensors; `split_batch` turns it into `(inputs, targets)` for the core trainer.
 """
@@ -15,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text.class_data import sortish_batches
 
 
 def check_texts(texts, what: str) -> list[str]:
@@ -83,14 +86,46 @@ class Encoded(Dataset):
         return dict(self.rows[i])
 
 
+class SortishBatchSampler(torch.utils.data.Sampler):
+    """Training batches of similar-length texts in a new order every epoch (`sortish_batches`).
+
+    The order depends on (seed, epoch) only: the trainer's `set_epoch` picks the epoch (resume);
+    without it each pass counts one up (so ranks under accelerate stay in step)."""
+
+    drop_last = False
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 42):
+        super().__init__()
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for b in sortish_batches(self.lengths, self.batch_size, rng):
+            yield b.tolist()
+
+
+def _loader(ds: "Encoded", bs: int, shuffle: bool, seed: int, collate) -> DataLoader:
+    lengths = [len(r["input_ids"]) for r in ds.rows]
+    if shuffle:
+        return DataLoader(ds, batch_sampler=SortishBatchSampler(lengths, bs, seed), collate_fn=collate)
+    order = sorted(range(len(ds)), key=lambda i: -lengths[i])  # metrics do not depend on the order
+    return DataLoader(ds, batch_size=bs, sampler=order, collate_fn=collate)
+
+
 def classification_loader(tokenizer, texts, labels, max_length: int, bs: int, shuffle: bool,
                           seed: int = 42) -> DataLoader:
     from transformers import DataCollatorWithPadding
 
     ds = Encoded(tokenizer, texts, max_length, labels)
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=gen,
-                      collate_fn=DataCollatorWithPadding(tokenizer))
+    return _loader(ds, bs, shuffle, seed, DataCollatorWithPadding(tokenizer))
 
 
 def lm_loaders(tokenizer, texts, valid_texts, mlm: bool, max_length: int, bs: int,
@@ -101,9 +136,7 @@ def lm_loaders(tokenizer, texts, valid_texts, mlm: bool, max_length: int, bs: in
     if not 0 < mlm_probability < 1:
         raise UlmfitError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
     coll = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability if mlm else None)
-    ds = Encoded(tokenizer, texts, max_length)
-    gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(ds, batch_size=bs, shuffle=True, generator=gen, collate_fn=coll)
+    train = _loader(Encoded(tokenizer, texts, max_length), bs, True, seed, coll)
     valid = None
     if valid_texts:
         vcoll = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, seed=seed,

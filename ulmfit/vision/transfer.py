@@ -84,6 +84,8 @@ def method_plan(name: str, cfg: dict):
         return True, pre, []
     if name == "full":
         return True, None, build_strategy("full", N_GROUPS, epochs=e, lr=lr, lr_factor=f, schedule=sched)
+    if name == "precomputed_head":  # the head on cached features, then everything unfrozen
+        return True, pre, build_strategy("full", N_GROUPS, epochs=e, lr=lr, lr_factor=f, schedule=sched)
     if name == "gradual":
         return True, None, build_strategy("gradual", N_GROUPS, epochs=[1, 1, 1, e - 3], lr=lr, lr_factor=f,
                                           schedule=sched)
@@ -100,7 +102,7 @@ def method_plan(name: str, cfg: dict):
                  "name": "all (SGDR)"}]
         return True, pre, live
     raise UlmfitError(f"unknown method {name!r} in transfer.methods; choose scratch, head_only, full, gradual, "
-                      "chain_thaw or fastai")
+                      "chain_thaw, precomputed_head or fastai")
 
 
 def _epochs(stage) -> float:

@@ -1,0 +1,146 @@
+"""`ulmfit compare` on a vision recipe (`modality: image`, e.g. configs/vision-digits.yaml).
+
+The recipe's `pretrain` runs once (reused from <out>/pretrain when finished); every run then
+transfers it with one strategy, one seed and one labelled-set size (images per class), the rest
+of the recipe equal. The labelled images (`few_shot`, seeded by the run's seed) and a validation
+set of `transfer.valid_size` other images (default 200, for the per-epoch curves only: nothing is
+selected on it) come from the transfer pool; every run is scored on the same held-out test set.
+
+Strategies: the core's `gradual`, `full`, `chain_thaw`, `head_only` (the head trained on
+precomputed body features), and the ablations `no_pretraining` (random weights, all groups),
+`precomputed_head` (head on precomputed features, then everything unfrozen) and `fastai` (fastai's
+image recipe: precompute, augmented frozen head, unfreeze with SGDR). Sizes: images per class,
+default `transfer.per_class`; `all` takes the whole pool but the validation images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from ulmfit.core import TrainConfig
+from ulmfit.errors import UlmfitError
+from ulmfit.vision import few_shot, load_builtin, train_vision
+from ulmfit.vision.train import predict
+from ulmfit.vision.transfer import augment_for, make_model, method_plan, pretrain, split
+
+STRATEGIES = {"gradual": "gradual", "full": "full", "chain_thaw": "chain_thaw", "head_only": "head_only",
+              "no_pretraining": "scratch", "precomputed_head": "precomputed_head", "fastai": "fastai"}
+
+
+class VisionRuns:
+    """Runs of one vision comparison; `run(strategy, seed, size, run_dir)` returns a results row."""
+
+    def __init__(self, raw: dict, root: Path, quiet: bool):
+        for key in ("model", "augment", "pretrain", "transfer"):
+            if not isinstance(raw.get(key), dict):
+                raise UlmfitError(f"the vision recipe has no `{key}` section")
+        self.cfg, self.root, self.quiet = raw, root, quiet
+        self.times: dict[str, float] = {}
+        self._pool = self._test = self._pre = None
+
+    def default_sizes(self) -> list:
+        return list(self.cfg["transfer"].get("per_class") or ["all"])
+
+    def _setup(self):
+        if self._pre is None:
+            t0, reused = time.time(), (self.root / "pretrain" / "results.json").exists()
+            # pretrain() prints its JSON line: keep stdout for compare's own summary
+            echo = open(os.devnull, "w") if self.quiet else sys.stderr
+            with open(self.root / "pretrain.jsonl", "a", encoding="utf-8") as sink, \
+                    contextlib.redirect_stdout(echo):
+                self._pre = pretrain(self.cfg, self.root, sink)
+            if self.quiet:
+                echo.close()
+            self.times["pretrain (reused)" if reused else "pretrain"] = round(time.time() - t0, 1)
+            t = self.cfg["transfer"]
+            self._pool, self._test = split(load_builtin(t["data"]), t["test_size"],
+                                           self.cfg.get("train", {}).get("seed", 0))
+        return self._pre, self._pool, self._test
+
+    def _data(self, size: int | None, seed: int):
+        _, pool, _ = self._setup()
+        n_valid = int(self.cfg["transfer"].get("valid_size", 200))
+        if size is None:
+            labelled, valid = split(pool, n_valid, seed)
+            return labelled, valid
+        labelled, rest = few_shot(pool, size, seed)
+        pick = np.random.default_rng([seed, 1]).permutation(len(rest))[:n_valid]
+        return labelled, rest.subset(sorted(pick))
+
+    def run(self, strategy: str, seed: int, size: int | None, run_dir: Path) -> dict:
+        from ulmfit.compare import _row
+
+        if (run_dir / "metrics.json").exists():
+            return _row(strategy, seed, size, run_dir, json.loads((run_dir / "metrics.json").read_text()),
+                        reused=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        try:
+            metrics = self._train(strategy, seed, size, run_dir)
+            return _row(strategy, seed, size, run_dir, metrics)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crashed run is recorded and the others go on
+            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
+            (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            return _row(strategy, seed, size, run_dir, None, error=msg)
+
+    def _train(self, strategy: str, seed: int, size: int | None, run_dir: Path) -> dict:
+        from sklearn.metrics import f1_score
+
+        from ulmfit.core.checkpoint import atomic_write_text
+
+        cfg = self.cfg
+        pre_run, _, test = self._setup()
+        labelled, valid = self._data(size, seed)
+        aug = augment_for(cfg, labelled)
+        pretrained, pre, live = method_plan(STRATEGIES[strategy], cfg)
+        model = make_model(cfg, pre_run if pretrained else None)
+        train_cfg = TrainConfig(progress=False, **{**cfg.get("train", {}), "seed": seed})
+        t, tta = cfg["transfer"], cfg.get("tta", {})
+        t0 = time.time()
+        res = train_vision(model, labelled, valid, aug, live, precompute_stages=pre,
+                           train_bn=cfg["model"].get("train_bn", True), batch_size=t["batch_size"],
+                           config=train_cfg, cache_dir=self.root / "cache" / f"n{size or 'all'}-s{seed}",
+                           tta_n=0, lr_find_args=cfg.get("lr_find"))
+        wall = time.time() - t0
+        probs = predict(model, test, aug, 0)
+        preds, y = probs.argmax(-1).numpy(), test.labels.numpy()
+        metrics = {"method": STRATEGIES[strategy], "pretrained": pretrained, "n_train": len(labelled),
+                   "n_valid": len(valid), "n_test": len(test), "wall_s": round(wall, 2),
+                   "epochs": sum(_epochs(s) for s in live) + sum(_epochs(s) for s in pre or []),
+                   "valid_accuracy": res["valid_accuracy"], "test_accuracy": float((preds == y).mean()),
+                   "test_macro_f1": float(f1_score(y, preds, average="macro")),
+                   "lr_find": [x["suggested_lr"] for x in res["lr_find"]]}
+        if tta.get("n"):
+            tp = predict(model, test, aug, tta["n"], tta.get("beta", 0.25), seed=seed)
+            metrics["test_accuracy_tta"] = float((tp.argmax(-1).numpy() == y).mean())
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _cumulative(res["history"])))
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+        return metrics
+
+
+def _epochs(stage) -> float:
+    return stage["epochs"] if isinstance(stage, dict) else stage.epochs
+
+
+def _cumulative(history: list[dict]) -> list[dict]:
+    """Epoch rows with `elapsed_s` counted from the run's start (the precomputed-head trainer and
+    the live trainer each count from their own start)."""
+    out, offset, last = [], 0.0, 0.0
+    for r in history:
+        e = float(r.get("elapsed_s", 0.0))
+        if e < last:
+            offset += last
+        last = e
+        out.append({**r, "elapsed_s": round(offset + e, 3)})
+    return out
