@@ -69,6 +69,8 @@ def main():
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lm-epochs", type=int, default=3)
     ap.add_argument("--lm-lr", type=float, default=1e-4)
+    ap.add_argument("--lm-strategy", default="full", choices=["full", "gradual"],
+                    help="gradual: ULMFiT's phase 2, one epoch training only the LM head, then all groups")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/ulmfit_bench_transformers")
@@ -92,13 +94,16 @@ def main():
     for dom in args.domain_lm:
         src, lm_secs = model, 0.0
         if dom:
-            lm_dir = Path(args.cache) / f"lm_{args.task}_e{args.lm_epochs}_lr{args.lm_lr}_{args.mixed_precision}"
+            lm_dir = Path(args.cache) / (f"lm_{args.task}_e{args.lm_epochs}_lr{args.lm_lr}_{args.mixed_precision}"
+                                         + ("" if args.lm_strategy == "full" else f"_{args.lm_strategy}"))
+            lm_ep = [1, args.lm_epochs - 1] if args.lm_strategy == "gradual" else args.lm_epochs
             if not (lm_dir / "lm_metrics.json").exists():
-                res = finetune_transformer_lm(model, train_t, lm_dir, epochs=args.lm_epochs, lr=args.lm_lr,
+                res = finetune_transformer_lm(model, train_t, lm_dir, epochs=lm_ep, lr=args.lm_lr,
+                                              strategy=args.lm_strategy, head_lr=args.head_lr,
                                               max_length=args.max_length, bs=args.bs, seed=args.seed,
                                               mixed_precision=args.mixed_precision,
                                               schedule_args={"warmup_pct": args.warmup_pct})
-                print(json.dumps({"phase": "lm", "task": args.task, "epochs": args.lm_epochs,
+                print(json.dumps({"phase": "lm", "task": args.task, "epochs": lm_ep, "strategy": args.lm_strategy,
                                   "valid_perplexity": res.perplexity, "lm_seconds": round(res.train_seconds, 1),
                                   "fresh_weights": res.fresh_weights, **machine}), flush=True)
             src = str(lm_dir)
@@ -121,7 +126,7 @@ def main():
                     "epochs": epochs, "test_accuracy": round(res.metrics["test_accuracy"], 4),
                     "test_macro_f1": round(res.metrics["test_macro_f1"], 4),
                     "train_seconds": round(res.train_seconds, 1), "wall_seconds": round(time.time() - t0, 1),
-                    "lm_seconds": round(lm_secs, 1), "lr": args.lr, "head_lr": args.head_lr,
+                    "lm_seconds": round(lm_secs, 1), "lm_strategy": args.lm_strategy if dom else None, "lr": args.lr, "head_lr": args.head_lr,
                     "layer_decay": args.layer_decay, "pooling": args.pooling, "schedule": args.schedule,
                     "mixed_precision": args.mixed_precision, "seed": args.seed,
                     **machine}), flush=True)
