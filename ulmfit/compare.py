@@ -290,15 +290,29 @@ def _row(strategy, seed, size, run_dir: Path, metrics: dict | None, error: str =
             "error": error, "reused": reused, "run_dir": str(run_dir)}
 
 
-def _one_run(strategy, plan, seed, size, clf_section: dict, lms: LMs, explicit_encoder, run_dir: Path,
-             quiet: bool) -> dict:
-    from ulmfit.phases import train_classifier
-
+def guarded_run(strategy: str, seed: int, size, run_dir: Path, train) -> dict:
+    """The results row of one run: read back when its metrics.json exists (resume), else `train()`
+    (-> metrics dict) in a fresh `run_dir`; a run that raises is recorded (error.txt, status
+    `failed`) so the others go on."""
     if (run_dir / "metrics.json").exists():
         return _row(strategy, seed, size, run_dir, json.loads((run_dir / "metrics.json").read_text()), reused=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     try:
+        return _row(strategy, seed, size, run_dir, dict(train()))
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - a crashed run is recorded and the others go on
+        msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
+        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        return _row(strategy, seed, size, run_dir, None, error=msg)
+
+
+def _one_run(strategy, plan, seed, size, clf_section: dict, lms: LMs, explicit_encoder, run_dir: Path,
+             quiet: bool) -> dict:
+    from ulmfit.phases import train_classifier
+
+    def train():
         sets = list(plan["classifier"])
         if any(o.split("=", 1)[0].strip() == "classifier.encoder" for o in sets):
             encoder = "keep"
@@ -324,15 +338,9 @@ def _one_run(strategy, plan, seed, size, clf_section: dict, lms: LMs, explicit_e
         section["train"] = {**(section.get("train") or {}), "seed": seed}
         section["data"] = {**(section.get("data") or {}), "train_size": size}
         section["out"] = str(run_dir)
-        cfg = from_dict(ClassifierConfig, section, "classifier.")
-        metrics = train_classifier(cfg, quiet=True)
-        return _row(strategy, seed, size, run_dir, dict(metrics))
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001 - a crashed run is recorded and the others go on
-        msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        return _row(strategy, seed, size, run_dir, None, error=msg)
+        return train_classifier(from_dict(ClassifierConfig, section, "classifier."), quiet=True)
+
+    return guarded_run(strategy, seed, size, run_dir, train)
 
 
 def _warm_up() -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -77,22 +75,9 @@ class VisionRuns:
         return labelled, rest.subset(sorted(pick))
 
     def run(self, strategy: str, seed: int, size: int | None, run_dir: Path) -> dict:
-        from ulmfit.compare import _row
+        from ulmfit.compare import guarded_run
 
-        if (run_dir / "metrics.json").exists():
-            return _row(strategy, seed, size, run_dir, json.loads((run_dir / "metrics.json").read_text()),
-                        reused=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        try:
-            metrics = self._train(strategy, seed, size, run_dir)
-            return _row(strategy, seed, size, run_dir, metrics)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001 - a crashed run is recorded and the others go on
-            msg = f"{type(e).__name__}: {e}".replace("\n", " ")[:500]
-            (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-            return _row(strategy, seed, size, run_dir, None, error=msg)
+        return guarded_run(strategy, seed, size, run_dir, lambda: self._train(strategy, seed, size, run_dir))
 
     def _train(self, strategy: str, seed: int, size: int | None, run_dir: Path) -> dict:
         from sklearn.metrics import f1_score
