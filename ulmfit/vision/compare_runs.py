@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ulmfit.core import TrainConfig
 from ulmfit.errors import UlmfitError
-from ulmfit.vision import few_shot, load_builtin, train_vision
+from ulmfit.vision import few_shot, load_builtin
 from ulmfit.vision.train import predict
-from ulmfit.vision.transfer import augment_for, make_model, method_plan, pretrain, split
+from ulmfit.vision.transfer import augment_for, fit_method, pretrain, split, stage_epochs
 
 STRATEGIES = {"gradual": "gradual", "full": "full", "chain_thaw": "chain_thaw", "head_only": "head_only",
               "no_pretraining": "scratch", "precomputed_head": "precomputed_head", "fastai": "fastai"}
@@ -52,12 +51,9 @@ class VisionRuns:
         if self._pre is None:
             t0, reused = time.time(), (self.root / "pretrain" / "results.json").exists()
             # pretrain() prints its JSON line: keep stdout for compare's own summary
-            echo = open(os.devnull, "w") if self.quiet else sys.stderr
-            with open(self.root / "pretrain.jsonl", "a", encoding="utf-8") as sink, \
-                    contextlib.redirect_stdout(echo):
+            with open(os.devnull, "w") if self.quiet else contextlib.nullcontext(sys.stderr) as echo, \
+                    open(self.root / "pretrain.jsonl", "a", encoding="utf-8") as sink, contextlib.redirect_stdout(echo):
                 self._pre = pretrain(self.cfg, self.root, sink)
-            if self.quiet:
-                echo.close()
             self.times["pretrain (reused)" if reused else "pretrain"] = round(time.time() - t0, 1)
             t = self.cfg["transfer"]
             self._pool, self._test = split(load_builtin(t["data"]), t["test_size"],
@@ -68,8 +64,7 @@ class VisionRuns:
         _, pool, _ = self._setup()
         n_valid = int(self.cfg["transfer"].get("valid_size", 200))
         if size is None:
-            labelled, valid = split(pool, n_valid, seed)
-            return labelled, valid
+            return split(pool, n_valid, seed)
         labelled, rest = few_shot(pool, size, seed)
         pick = np.random.default_rng([seed, 1]).permutation(len(rest))[:n_valid]
         return labelled, rest.subset(sorted(pick))
@@ -88,34 +83,26 @@ class VisionRuns:
         pre_run, _, test = self._setup()
         labelled, valid = self._data(size, seed)
         aug = augment_for(cfg, labelled)
-        pretrained, pre, live = method_plan(STRATEGIES[strategy], cfg)
-        model = make_model(cfg, pre_run if pretrained else None)
-        train_cfg = TrainConfig(progress=False, **{**cfg.get("train", {}), "seed": seed})
-        t, tta = cfg["transfer"], cfg.get("tta", {})
         t0 = time.time()
-        res = train_vision(model, labelled, valid, aug, live, precompute_stages=pre,
-                           train_bn=cfg["model"].get("train_bn", True), batch_size=t["batch_size"],
-                           config=train_cfg, cache_dir=self.root / "cache" / f"n{size or 'all'}-s{seed}",
-                           tta_n=0, lr_find_args=cfg.get("lr_find"))
+        pretrained, pre, live, model, res = fit_method(
+            cfg, STRATEGIES[strategy], pre_run, labelled, valid, aug,
+            self.root / "cache" / f"n{size or 'all'}-s{seed}", seed=seed, tta_n=0)
         wall = time.time() - t0
         probs = predict(model, test, aug, 0)
         preds, y = probs.argmax(-1).numpy(), test.labels.numpy()
         metrics = {"method": STRATEGIES[strategy], "pretrained": pretrained, "n_train": len(labelled),
                    "n_valid": len(valid), "n_test": len(test), "wall_s": round(wall, 2),
-                   "epochs": sum(_epochs(s) for s in live) + sum(_epochs(s) for s in pre or []),
+                   "epochs": stage_epochs(live) + stage_epochs(pre),
                    "valid_accuracy": res["valid_accuracy"], "test_accuracy": float((preds == y).mean()),
                    "test_macro_f1": float(f1_score(y, preds, average="macro")),
                    "lr_find": [x["suggested_lr"] for x in res["lr_find"]]}
+        tta = cfg.get("tta", {})
         if tta.get("n"):
             tp = predict(model, test, aug, tta["n"], tta.get("beta", 0.25), seed=seed)
             metrics["test_accuracy_tta"] = float((tp.argmax(-1).numpy() == y).mean())
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _cumulative(res["history"])))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
         return metrics
-
-
-def _epochs(stage) -> float:
-    return stage["epochs"] if isinstance(stage, dict) else stage.epochs
 
 
 def _cumulative(history: list[dict]) -> list[dict]:

@@ -46,8 +46,11 @@ def make_model(cfg: dict, weights=None):
     return create_vision_model(m["arch"], 10, m["in_channels"], weights, m["hidden"], m["dropout"])
 
 
-def train_config(cfg: dict) -> TrainConfig:
-    return TrainConfig(progress=False, **cfg.get("train", {}))
+def train_config(cfg: dict, seed: int | None = None) -> TrainConfig:
+    train = dict(cfg.get("train", {}))
+    if seed is not None:
+        train["seed"] = seed
+    return TrainConfig(progress=False, **train)
 
 
 def split(images, n_valid: int, seed: int):
@@ -105,8 +108,29 @@ def method_plan(name: str, cfg: dict):
                       "chain_thaw, precomputed_head or fastai")
 
 
-def _epochs(stage) -> float:
-    return stage["epochs"] if isinstance(stage, dict) else stage.epochs
+def stage_epochs(stages) -> float:
+    """Epochs of a list of stages (core `Stage`s or their dicts); 0 for None."""
+    return sum(s["epochs"] if isinstance(s, dict) else s.epochs for s in stages or [])
+
+
+def fit_method(cfg: dict, name: str, pre_run: Path, labelled, valid, aug, cache_dir: Path,
+               seed: int | None = None, tta_n: int | None = None):
+    """Build the model of one method (pretrained weights or random) and train it on `labelled`;
+    returns (pretrained, precompute stages, live stages, model, train_vision's result on `valid`).
+    `tta_n` defaults to the recipe's `tta.n`."""
+    from ulmfit.core.seed import set_seed
+
+    t, tta = cfg["transfer"], cfg.get("tta", {})
+    pretrained, pre, live = method_plan(name, cfg)
+    config = train_config(cfg, seed)
+    set_seed(config.seed)  # the new head's (or a scratch model's) initial weights follow the seed
+    model = make_model(cfg, pre_run if pretrained else None)
+    res = train_vision(model, labelled, valid, aug, live, precompute_stages=pre,
+                       train_bn=cfg["model"].get("train_bn", True), batch_size=t["batch_size"],
+                       config=config, cache_dir=cache_dir,
+                       tta_n=tta.get("n", 0) if tta_n is None else tta_n, tta_beta=tta.get("beta", 0.25),
+                       lr_find_args=cfg.get("lr_find"))
+    return pretrained, pre, live, model, res
 
 
 def transfer(cfg: dict, pre_run: Path, out: Path, sink) -> list[dict]:
@@ -118,18 +142,14 @@ def transfer(cfg: dict, pre_run: Path, out: Path, sink) -> list[dict]:
         labelled, _ = few_shot(pool, k, seed)
         aug = augment_for(cfg, labelled)
         for name in t["methods"]:
-            pretrained, pre, live = method_plan(name, cfg)
-            model = make_model(cfg, pre_run if pretrained else None)
             t0 = time.time()
-            res = train_vision(model, labelled, test, aug, live, precompute_stages=pre,
-                               train_bn=cfg["model"].get("train_bn", True), batch_size=t["batch_size"],
-                               config=train_config(cfg), cache_dir=out / "cache" / f"{k}-per-class",
-                               tta_n=cfg["tta"]["n"], tta_beta=cfg["tta"]["beta"], lr_find_args=cfg["lr_find"])
+            pretrained, pre, live, _, res = fit_method(cfg, name, pre_run, labelled, test, aug,
+                                                       out / "cache" / f"{k}-per-class")
             row = {"per_class": k, "n_train": len(labelled), "n_test": len(test), "method": name,
                    "pretrained": pretrained, "accuracy": round(res["valid_accuracy"], 4),
                    "accuracy_tta": round(res["valid_accuracy_tta"], 4),
-                   "live_epochs": sum(_epochs(s) for s in live),
-                   "precomputed_epochs": sum(_epochs(s) for s in pre or []),
+                   "live_epochs": stage_epochs(live),
+                   "precomputed_epochs": stage_epochs(pre),
                    "lr_find": [round(x["suggested_lr"], 6) for x in res["lr_find"]],
                    "train_s": round(time.time() - t0, 1)}
             emit(row, sink)
