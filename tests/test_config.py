@@ -24,6 +24,9 @@ def test_overrides_and_types():
     cfg = from_dict(PretrainConfig, d)
     assert cfg.train.epochs == [1, 2] and cfg.train.lr == 0.01 and cfg.data.text_cols == ["title", "body"]
     assert from_dict(PretrainConfig, {"train": {"weight_decay": 1}}).train.weight_decay == 1.0
+    # YAML 1.1 would read these as strings; a recipe or --set means numbers
+    d = apply_overrides({}, ["train.lr=[1e-3, 3E-4]", "train.weight_decay=1e-2"])
+    assert d["train"]["lr"] == [1e-3, 3e-4] and d["train"]["weight_decay"] == 0.01
     with pytest.raises(UlmfitError, match="did you mean 'bptt'"):
         from_dict(PretrainConfig, {"train": {"bpt": 3}})
     with pytest.raises(UlmfitError, match="'train.bs' must be an integer"):
@@ -37,3 +40,29 @@ def test_phase_section_and_out(tmp_path):
                        ["train.bs=8", "classifier.train.seed=3"], str(tmp_path))
     assert cfg.train.bs == 8 and cfg.train.seed == 3 and cfg.out == str(tmp_path)
     assert cfg.train.strategy == "gradual"
+
+
+def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
+    """`train.eps` becomes Adam's epsilon and `train.variable_bptt=false` gives fixed-length
+    batches (fastai's LMDataLoader), through the same helpers the LM phases use."""
+    import torch
+
+    from ulmfit.text.lm_train import make_streams, train_config
+    from ulmfit.text.tokenizer import TextTokenizer
+
+    cfg = from_dict(PretrainConfig, apply_overrides({}, ["train.eps=1e-5", "train.variable_bptt=false"]))
+    assert train_config(cfg.train, quiet=True).eps == 1e-5
+    texts = [f"sentence number {i} is here ." for i in range(400)]
+    tok = TextTokenizer.train(texts, min_freq=1)
+    lens = {}
+    for vb in (True, False):
+        train, _, _ = make_streams(tok, texts, texts[:50], tmp_path / str(vb), bs=4, bptt=20, seed=0,
+                                   variable_bptt=vb)
+        lens[vb] = [x.shape[1] for x, _ in train]
+    assert set(lens[False][:-1]) == {20}
+    assert set(lens[True]) != {20}
+    model = torch.nn.Linear(2, 2)
+    from ulmfit.core.groups import LayerGroups
+
+    opt = LayerGroups(model, [model]).make_optimizer([1e-3], "adam", 0.0, (0.9, 0.99), 1e-5)
+    assert opt.param_groups[0]["eps"] == 1e-5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,21 @@ from typing import Any
 import yaml
 
 from ulmfit.errors import UlmfitError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` (no dot) as a string; recipes and ``--set`` mean a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -77,12 +93,14 @@ class TrainSection:
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-6                  # Adam's epsilon
     clip: float | None = 0.25
     grad_accum: int = 1
     mixed_precision: str = "auto"      # auto (bf16 where the CPU/GPU has it) | no | bf16 | fp16
     seed: int = 42
     max_steps_per_epoch: int | None = None
     early_stopping_patience: int | None = None
+    variable_bptt: bool = True         # LMs: AWD-LSTM's random sequence lengths (False: always bptt)
     alpha: float = 2.0                 # AR (LMs)
     beta: float = 1.0                  # TAR (LMs)
 
@@ -217,7 +235,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise UlmfitError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UlmfitError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -233,7 +251,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise UlmfitError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _yaml_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         node = data

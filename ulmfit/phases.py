@@ -160,7 +160,8 @@ def _lm_setup(cfg, model, tokenizer, train_texts, valid_texts, quiet: bool) -> L
     out = Path(cfg.out)
     t = cfg.train
     train, valid, n_tok = make_streams(tokenizer, train_texts, valid_texts, out / "work", t.bs, t.bptt, t.seed,
-                                       backwards=cfg.model.backwards, world=_world(), cache=token_cache(cfg.data))
+                                       backwards=cfg.model.backwards, world=_world(), cache=token_cache(cfg.data),
+                                       variable_bptt=t.variable_bptt)
     trainer = lm_trainer(model, train, valid, t, out, quiet)
     return LMSetup(trainer, _stages(t, len(trainer.groups)), model, tokenizer, n_tok, out)
 

@@ -59,7 +59,8 @@ def lm_hooks(alpha: float, beta: float, bptt: int) -> Hooks:
 
 
 def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, bptt: int, seed: int,
-                 backwards: bool = False, world: tuple[int, int] = (0, 1), cache=None):
+                 backwards: bool = False, world: tuple[int, int] = (0, 1), cache=None,
+                 variable_bptt: bool = True):
     """Numericalize both splits into memory-mapped files (under work_dir, or read back from the
     ``cache.TokenCache`` when one is given) and wrap them in streams."""
     rank, world_size = world
@@ -74,6 +75,7 @@ def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, b
     va_ids, va_off = ids_of(valid_texts, "valid")
     valid_bs = max(1, min(bs, len(va_ids) // (4 * world_size)))
     train = LMStream(tr_ids, tr_off, bs=bs, bptt=bptt, shuffle=True, seed=seed, backwards=backwards,
+                     variable_bptt=variable_bptt,
                      rank=rank, world_size=world_size)
     valid = LMStream(va_ids, va_off, bs=valid_bs, bptt=bptt, shuffle=False, variable_bptt=False,
                      backwards=backwards, rank=rank, world_size=world_size)
@@ -82,7 +84,7 @@ def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, b
 
 def train_config(t, quiet: bool) -> TrainConfig:
     """The core's TrainConfig from a config TrainSection."""
-    return TrainConfig(optimizer=t.optimizer, weight_decay=t.weight_decay, betas=tuple(t.betas), clip=t.clip,
+    return TrainConfig(optimizer=t.optimizer, weight_decay=t.weight_decay, betas=tuple(t.betas), eps=t.eps, clip=t.clip,
                        grad_accum=t.grad_accum, mixed_precision=t.mixed_precision, seed=t.seed,
                        max_steps_per_epoch=t.max_steps_per_epoch, progress=not quiet,
                        early_stopping_patience=t.early_stopping_patience)
