@@ -66,3 +66,17 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
 
     opt = LayerGroups(model, [model]).make_optimizer([1e-3], "adam", 0.0, (0.9, 0.99), 1e-5)
     assert opt.param_groups[0]["eps"] == 1e-5
+
+
+def test_partial_section_keeps_the_phase_defaults():
+    """A recipe that sets only some train keys keeps the phase's own defaults for the rest
+    (finetune_lm: gradual + STLR; pretrain: no clipping), not the generic TrainSection ones."""
+    from ulmfit.config import FinetuneLMConfig, TrainSection
+
+    ft = from_dict(FinetuneLMConfig, {"train": {"lr": [0.02, 0.002]}})
+    assert ft.train.strategy == "gradual" and ft.train.schedule == "stlr" and ft.train.epochs == [1, 1]
+    assert ft.train.lr == [0.02, 0.002]
+    pre = from_dict(PretrainConfig, {"train": {"epochs": 2}}).train
+    assert pre.clip is None and pre.eps == 1e-6
+    assert from_dict(PretrainConfig, {"train": {"clip": 0.5}}).train.clip == 0.5
+    assert TrainSection().clip == 0.25  # classifier and LM fine-tuning still clip
