@@ -47,6 +47,7 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
     batches (fastai's LMDataLoader), through the same helpers the LM phases use."""
     import torch
 
+    from ulmfit.core.groups import LayerGroups
     from ulmfit.text.lm_train import make_streams, train_config
     from ulmfit.text.tokenizer import TextTokenizer
 
@@ -62,8 +63,6 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
     assert set(lens[False][:-1]) == {20}
     assert set(lens[True]) != {20}
     model = torch.nn.Linear(2, 2)
-    from ulmfit.core.groups import LayerGroups
-
     opt = LayerGroups(model, [model]).make_optimizer([1e-3], "adam", 0.0, (0.9, 0.99), 1e-5)
     assert opt.param_groups[0]["eps"] == 1e-5
 
