@@ -16,7 +16,7 @@ Implementations (``--impls``):
                  embedding dropout by masking a full copy of the embedding matrix, full logits.
 
 Usage: python scripts/bench_lm.py [--configs small,paper] [--dtypes fp32,bf16]
-       [--impls ulmfit,fastai-style] [--steps 20] [--warmup 3]
+       [--impls ulmfit,fastai-style] [--steps 20] [--warmup 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -155,10 +155,10 @@ def step_flops(cfg) -> float:
     return 3.0 * per_tok * BS * SEQ
 
 
-def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int) -> dict:
+def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads: int = 2) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(42)
     from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel, lm_loss
@@ -219,17 +219,18 @@ def main() -> None:
     ap.add_argument("--impls", default="ulmfit,fastai-style")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (BENCHMARKS.md: 2)")
     ap.add_argument("--child", nargs=3, metavar=("CONFIG", "DTYPE", "IMPL"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         sys.path.insert(0, str(ROOT))
-        print(json.dumps(measure(*a.child, steps=a.steps, warmup=a.warmup)), flush=True)
+        print(json.dumps(measure(*a.child, steps=a.steps, warmup=a.warmup, threads=a.threads)), flush=True)
         return
     for preset in a.configs.split(","):
         for dtype in a.dtypes.split(","):
             for impl in a.impls.split(","):
                 cmd = [sys.executable, __file__, "--child", preset, dtype, impl,
-                       "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                       "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
                 if impl == "ulmfit-lstm32" and dtype == "fp32":
                     continue  # same as ulmfit
                 r = subprocess.run(cmd, capture_output=True, text=True)

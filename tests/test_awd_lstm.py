@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text import awd_lstm
 from ulmfit.text.awd_lstm import (AWDLSTMConfig, AWDLSTMEncoder, AWDLSTMLanguageModel,
                                   linear_cross_entropy, lm_loss)
 from ulmfit.text.dropouts import EmbeddingDropout, RNNDropout, WeightDrop
@@ -165,7 +166,7 @@ def test_layer_groups_cover_every_parameter_once():
     _params_once(enc_groups, m.encoder)
 
 
-def test_fused_cross_entropy_matches_logits_path():
+def test_fused_cross_entropy_matches_logits_path(monkeypatch):
     torch.manual_seed(0)
     h = torch.randn(40, 8, requires_grad=True)
     w = torch.randn(V, 8, requires_grad=True)
@@ -180,9 +181,23 @@ def test_fused_cross_entropy_matches_logits_path():
         assert torch.allclose(a, c, atol=1e-5)
     with torch.no_grad():  # validation path: loss only
         assert torch.allclose(linear_cross_entropy(h, w, b, t, chunk=7), ref, atol=1e-5)
+    # several gradient blocks (the last one short), one block holding every row, and fp32
+    # logits computed in vocabulary slices (the last one short)
+    for block, cols in ((14, 2048), (70, 2048), (14, 7)):
+        monkeypatch.setattr(awd_lstm, "_CPU_COLS", cols)
+        got_blk = linear_cross_entropy(h, w, b, t, chunk=7, block=block)
+        assert torch.allclose(got_blk, ref, atol=1e-5)
+        g_blk = torch.autograd.grad(2 * got_blk, [h, w, b])
+        for a, c in zip(g_ref, g_blk):
+            assert torch.allclose(a, c, atol=1e-5)
     t2 = t.clone()
     t2[:5] = -100  # ignored rows
     assert torch.allclose(linear_cross_entropy(h, w, b, t2, chunk=6), F.cross_entropy(F.linear(h, w, b), t2), atol=1e-5)
+    g_ign = torch.autograd.grad(linear_cross_entropy(h, w, b, t2, chunk=6, block=12), [h, w, b])
+    g_ign_ref = torch.autograd.grad(F.cross_entropy(F.linear(h, w, b), t2), [h, w, b])
+    for a, c in zip(g_ign_ref, g_ign):
+        assert torch.allclose(a, c, atol=1e-5)
+    assert g_ign[0][:5].abs().max() == 0  # ignored rows get no gradient
     # and inside the model, with dropouts on: same loss with and without targets
     m = AWDLSTMLanguageModel(tiny()).train()
     x = ids(seq=9)
@@ -192,6 +207,23 @@ def test_fused_cross_entropy_matches_logits_path():
     torch.manual_seed(7)
     l2 = lm_loss(m(x[:, :-1], x[:, 1:]), x[:, 1:])
     assert torch.allclose(l1, l2, atol=1e-5)
+
+
+def test_fused_cross_entropy_under_bf16_autocast():
+    torch.manual_seed(0)
+    h = torch.randn(50, 16, requires_grad=True)
+    w = (0.3 * torch.randn(V, 16)).requires_grad_()
+    b = torch.randn(V, requires_grad=True)
+    t = torch.randint(0, V, (50,))
+    ref = F.cross_entropy(F.linear(h, w, b), t)
+    g_ref = torch.autograd.grad(ref, [h, w, b])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(h, w, b, t, chunk=8, block=16)
+    g_got = torch.autograd.grad(got, [h, w, b])
+    assert got.dtype == torch.float32 and abs(float(got - ref)) < 0.02 * float(ref)
+    for a, c in zip(g_ref, g_got):
+        assert c.dtype == torch.float32
+        assert (a - c).norm() < 0.02 * a.norm()  # bf16 matmuls: ~3 significant digits
 
 
 def test_lm_loss_adds_ar_and_tar():

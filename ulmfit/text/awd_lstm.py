@@ -236,65 +236,98 @@ def lm_loss(output: LMOutput, targets: torch.Tensor, alpha: float = 2.0, beta: f
     return loss
 
 
+_CPU_COLS = 2048
+
+
+def _fp32_logits(h, w, b, out, cols: int) -> None:
+    """``out = h @ w.T + b`` in slices of ``cols`` vocabulary rows. For a few rows against tens
+    of thousands of columns, MKL's fp32 GEMM on CPU ran at half speed in one call (36-43 against
+    70-78 GFLOP/s on one Zen 4 core with 2,048-column slices through a cache-sized buffer)."""
+    v = w.size(0)
+    if cols >= v:
+        torch.addmm(b, h, w.t(), out=out) if b is not None else torch.mm(h, w.t(), out=out)
+        return
+    flat = h.new_empty(h.size(0) * cols)
+    for s in range(0, v, cols):
+        e = min(s + cols, v)
+        tmp = flat[: h.size(0) * (e - s)].view(h.size(0), e - s)
+        torch.addmm(b[s:e], h, w[s:e].t(), out=tmp) if b is not None else torch.mm(h, w[s:e].t(), out=tmp)
+        out[:, s:e].copy_(tmp)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``h @ weight.T + bias`` against ``targets``, in chunks of rows.
 
-    The forward pass computes the loss *and* the gradients chunk by chunk (softmax - one-hot
-    folded straight into the two backward matmuls), so the (N, V) logits and their gradient never
-    exist in full: for N = 64 x 72 and V = 29k that is 0.5 GB fp32 per tensor, whose allocation,
+    The forward pass computes the loss *and* the gradients, so the (N, V) logits never exist in
+    full: for N = 64 x 72 and V = 33k that is 0.6 GB fp32 per tensor, whose allocation,
     page-faulting and several memory passes (log-softmax, its backward, the bias reduction)
-    cost more than the matmuls on a CPU. Same FLOPs; memory traffic stays in a reused buffer.
-    (The same idea as "fused linear cross-entropy" kernels, e.g. Liger-Kernel / Apple's CCE.)
+    cost more than the matmuls on a CPU. Softmax works on chunks of ``chunk`` rows (~16 MB, kept
+    in cache); each chunk's gradient (softmax - one-hot) is written into a block buffer of
+    ``block`` rows, and each block then takes two large matmuls, ``grad_h = G @ W`` and
+    ``grad_w += G.T @ H``. Accumulating ``grad_w`` per small chunk instead re-reads and re-writes
+    the whole V x E gradient dozens of times a step, which cost more than the matmuls themselves.
+    Same FLOPs as the logits path. (The idea of "fused linear cross-entropy" kernels, e.g.
+    Liger-Kernel / Apple's CCE.)
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk, ignore_index, compute_dtype, grad_enabled):
+    def forward(ctx, h, weight, bias, targets, chunk, block, ignore_index, compute_dtype, grad_enabled):
         n, v = h.size(0), weight.size(0)
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1).to(torch.float32)  # a tensor: no device sync
         want_grad = grad_enabled and any(ctx.needs_input_grad[:3])
+        fp32 = compute_dtype == torch.float32
         w = weight.to(compute_dtype)
         hc_all = h.to(compute_dtype)
         b = bias.float() if bias is not None else None
-        grad_h = torch.empty_like(h, dtype=torch.float32) if want_grad else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if want_grad else None
-        grad_b = torch.zeros(v, dtype=torch.float32, device=h.device) if want_grad and bias is not None else None
+        block = max(chunk, block // chunk * chunk)
+        cols = _CPU_COLS if h.device.type == "cpu" else v
         total = h.new_zeros((), dtype=torch.float32)
-        buf = torch.empty(min(chunk, n), v, dtype=torch.float32, device=h.device)
-        for s in range(0, n, chunk):
-            e = min(s + chunk, n)
-            hc, tc, vc = hc_all[s:e], targets[s:e], valid[s:e]
-            logits = buf[: e - s]
-            if compute_dtype == torch.float32:
-                if b is not None:
-                    torch.addmm(b, hc, w.t(), out=logits)
+        buf = None if want_grad and fp32 else torch.empty(min(chunk, n), v, dtype=torch.float32, device=h.device)
+        if want_grad:
+            grad_h = torch.empty_like(h, dtype=torch.float32)
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
+            grad_b = torch.zeros(v, dtype=torch.float32, device=h.device) if bias is not None else None
+            gbuf = torch.empty(min(block, n), v, dtype=compute_dtype, device=h.device)
+        for bs in range(0, n, block):
+            be = min(bs + block, n)
+            for s in range(bs, be, chunk):
+                e = min(s + chunk, be)
+                hc, tc, vc = hc_all[s:e], targets[s:e], valid[s:e]
+                # fp32 training writes the logits straight into the gradient buffer's rows
+                logits = gbuf[s - bs:e - bs] if buf is None else buf[: e - s]
+                if fp32:
+                    _fp32_logits(hc, w, b, logits, cols)
                 else:
-                    torch.mm(hc, w.t(), out=logits)
-            else:
-                logits.copy_(hc @ w.t())
-                if b is not None:
-                    logits.add_(b)
-            safe_t = tc.clamp(0, v - 1).unsqueeze(1)
-            picked = logits.gather(1, safe_t).squeeze(1)
-            mx = logits.amax(dim=1, keepdim=True)
-            probs = logits.sub_(mx).exp_()  # unnormalised softmax, in place: one exp pass
-            z = probs.sum(dim=1, keepdim=True)
-            lse = (mx + z.log()).squeeze(1)
-            vf = vc.to(torch.float32)
-            total += ((lse - picked) * vf).sum()
+                    logits.copy_(hc @ w.t())
+                    if b is not None:
+                        logits.add_(b)
+                safe_t = tc.clamp(0, v - 1).unsqueeze(1)
+                picked = logits.gather(1, safe_t).squeeze(1)
+                mx = logits.amax(dim=1, keepdim=True)
+                probs = logits.sub_(mx).exp_()  # unnormalised softmax, in place: one exp pass
+                z = probs.sum(dim=1, keepdim=True)
+                lse = (mx + z.log()).squeeze(1)
+                vf = vc.to(torch.float32)
+                total += ((lse - picked) * vf).sum()
+                if not want_grad:
+                    continue
+                scale = vf.unsqueeze(1) / n_valid
+                probs.mul_(scale / z)  # softmax / n_valid, zero for ignored rows
+                probs.scatter_add_(1, safe_t, -scale)
+                if grad_b is not None:
+                    grad_b += probs.sum(0)
+                if buf is not None:
+                    gbuf[s - bs:e - bs].copy_(probs)
             if not want_grad:
                 continue
-            scale = vf.unsqueeze(1) / n_valid
-            probs.mul_(scale / z)  # softmax / n_valid, zero for ignored rows
-            probs.scatter_add_(1, safe_t, -scale)
-            if grad_b is not None:
-                grad_b += probs.sum(0)
-            g = probs if compute_dtype == torch.float32 else probs.to(compute_dtype)
-            grad_h[s:e] = g @ w
-            if compute_dtype == torch.float32:
-                grad_w.addmm_(g.t(), hc)
+            g, hb = gbuf[: be - bs], hc_all[bs:be]
+            if fp32:
+                torch.mm(g, w, out=grad_h[bs:be])
+                grad_w.addmm_(g.t(), hb)
             else:
-                grad_w += (g.t() @ hc).float()
+                grad_h[bs:be] = g @ w
+                grad_w += g.t() @ hb
         if want_grad:
             ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else h.new_zeros(0))
         ctx.has_bias = bias is not None
@@ -307,24 +340,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gh = (grad_h * grad_out).to(ctx.in_dtypes[0])
         gw = (grad_w * grad_out).to(ctx.in_dtypes[1])
         gb = grad_b * grad_out if ctx.has_bias else None
-        return gh, gw, gb, None, None, None, None, None
+        return gh, gw, gb, None, None, None, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor, chunk: int | None = None,
-                         ignore_index: int = -100) -> torch.Tensor:
+                         ignore_index: int = -100, block: int | None = None) -> torch.Tensor:
     """``F.cross_entropy(F.linear(h, weight, bias), targets)`` (mean over non-ignored rows)
     without materialising the logits; see :class:`_LinearCrossEntropy`.
 
     Under CPU/CUDA autocast the two matmuls run in the autocast dtype (softmax and the
-    accumulated gradients stay fp32). ``chunk`` rows per step default to ~16 MB of fp32 logits.
+    accumulated gradients stay fp32). ``chunk`` rows per softmax step default to ~16 MB of fp32
+    logits; ``block`` rows per gradient matmul to ~128 MB of gradient buffer.
     """
+    v = max(weight.size(0), 1)
     if chunk is None:
-        chunk = max(16, (1 << 22) // max(weight.size(0), 1))
+        chunk = max(16, (1 << 22) // v)
     dev = h.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         dtype = torch.float32
+    if block is None:
+        n_blocks = -(-h.size(0) * v * dtype.itemsize // (128 << 20))  # ceil
+        block = -(-h.size(0) // max(n_blocks, 1))
+        block = -(-block // chunk) * chunk  # whole chunks, blocks of even size
     with torch.autocast(dev, enabled=False):
-        return _LinearCrossEntropy.apply(h, weight, bias, targets, chunk, ignore_index, dtype,
+        return _LinearCrossEntropy.apply(h, weight, bias, targets, chunk, block, ignore_index, dtype,
                                          torch.is_grad_enabled())
