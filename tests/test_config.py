@@ -69,13 +69,14 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
 
 def test_partial_section_keeps_the_phase_defaults():
     """A recipe that sets only some train keys keeps the phase's own defaults for the rest
-    (finetune_lm: gradual + STLR; pretrain: no clipping), not the generic TrainSection ones."""
+    (finetune_lm: gradual + STLR; pretrain: clip 1.0), not the generic TrainSection ones."""
     from ulmfit.config import FinetuneLMConfig, TrainSection
 
     ft = from_dict(FinetuneLMConfig, {"train": {"lr": [0.02, 0.002]}})
     assert ft.train.strategy == "gradual" and ft.train.schedule == "stlr" and ft.train.epochs == [1, 1]
     assert ft.train.lr == [0.02, 0.002]
     pre = from_dict(PretrainConfig, {"train": {"epochs": 2}}).train
-    assert pre.clip is None and pre.eps == 1e-6
+    assert pre.clip == 1.0 and pre.eps == 1e-6
     assert from_dict(PretrainConfig, {"train": {"clip": 0.5}}).train.clip == 0.5
-    assert TrainSection().clip == 0.25  # classifier and LM fine-tuning still clip
+    assert from_dict(PretrainConfig, {"train": {"clip": None}}).train.clip is None
+    assert TrainSection().clip == 0.25  # classifier and LM fine-tuning clip at AWD-LSTM's 0.25
