@@ -280,7 +280,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         w = weight.to(compute_dtype)
         hc_all = h.to(compute_dtype)
         b = bias.float() if bias is not None else None
-        block = max(chunk, block // chunk * chunk)
         cols = _CPU_COLS if h.device.type == "cpu" else v
         total = h.new_zeros((), dtype=torch.float32)
         buf = None if want_grad and fp32 else torch.empty(min(chunk, n), v, dtype=torch.float32, device=h.device)
@@ -364,6 +363,8 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         n_blocks = -(-h.size(0) * v * dtype.itemsize // (128 << 20))  # ceil
         block = -(-h.size(0) // max(n_blocks, 1))
         block = -(-block // chunk) * chunk  # whole chunks, blocks of even size
+    else:
+        block = max(chunk, block // chunk * chunk)  # whole chunks
     with torch.autocast(dev, enabled=False):
         return _LinearCrossEntropy.apply(h, weight, bias, targets, chunk, block, ignore_index, dtype,
                                          torch.is_grad_enabled())
