@@ -80,3 +80,27 @@ def test_partial_section_keeps_the_phase_defaults():
     assert from_dict(PretrainConfig, {"train": {"clip": 0.5}}).train.clip == 0.5
     assert from_dict(PretrainConfig, {"train": {"clip": None}}).train.clip is None
     assert TrainSection().clip == 0.25  # classifier and LM fine-tuning clip at AWD-LSTM's 0.25
+
+
+def test_pretrain_cycles_beta1_as_fastai_text_learner():
+    """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner), the moms
+    reach the schedule the trainer builds, and an explicit schedule_args wins; schedules without a
+    momentum cycle get no `moms` argument (they would refuse it)."""
+    from ulmfit.config import PRETRAIN_MOMS, TrainSection
+    from ulmfit.core import make_schedule
+    from ulmfit.phases import _stages
+
+    pre = from_dict(PretrainConfig, {"train": {"epochs": 1}}).train
+    assert pre.moms == PRETRAIN_MOMS == [0.8, 0.7, 0.8]
+    (stage,) = _stages(pre, 4)
+    sched = make_schedule(stage.schedule, **stage.schedule_args)
+    total = 100  # warm-up is pct_start 0.25 of it
+    assert sched.momentum(0, total) == pytest.approx(0.8)
+    assert sched.momentum(25, total) == pytest.approx(0.7)
+    assert sched.momentum(total, total) == pytest.approx(0.8)
+    assert TrainSection().schedule_kwargs() == {}  # generic default: the schedule's (0.95, 0.85, 0.95)
+    own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9]}}}).train
+    assert own.schedule_kwargs() == {"moms": [0.9, 0.8, 0.9]}
+    stlr = from_dict(PretrainConfig, {"train": {"schedule": "stlr"}}).train
+    assert stlr.schedule_kwargs() == {}
+    make_schedule("stlr", **stlr.schedule_kwargs())

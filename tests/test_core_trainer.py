@@ -179,3 +179,23 @@ def test_two_processes_match_one(tmp_path):
     # the bottom group trained only in stage 2 and moved on both ranks
     first = make_trainer().model  # same seed, initial weights
     assert not torch.allclose(flat(r0["weights"][:1]), first[0].weight.detach().flatten())
+
+
+def test_one_cycle_moms_reach_adam_beta1():
+    """Each optimizer step runs with the schedule's momentum as Adam's beta1 (beta2 untouched):
+    0.8 at the first step, 0.7 at the end of the warm-up, back towards 0.8 at the last step."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, *_: seen.append(opt.param_groups[0]["betas"]))
+    try:
+        t = make_trainer(bs=32)  # 384 examples: 12 steps
+        t.fit(build_strategy("full", 3, epochs=1, lr=1e-2, schedule="one_cycle",
+                             schedule_args={"moms": (0.8, 0.7, 0.8)}))
+    finally:
+        handle.remove()
+    assert len(seen) == 12
+    assert seen[0] == (pytest.approx(0.8), 0.99)
+    assert seen[3] == (pytest.approx(0.7), 0.99)  # warm-up: 25% of 12 steps
+    assert min(b1 for b1, _ in seen) == pytest.approx(0.7)
+    assert seen[-1][0] == pytest.approx(0.8, abs=0.01) and all(b2 == 0.99 for _, b2 in seen)

@@ -68,7 +68,7 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
     t, d = cfg.train, cfg.data
     set_seed(t.seed)
     build_strategy(t.strategy, 5, epochs=t.epochs, lr=t.lr, lr_factor=t.lr_factor, schedule=t.schedule,
-                   schedule_args=t.schedule_args, stages=t.stages)  # fail fast on a bad strategy
+                   schedule_args=t.schedule_kwargs(), stages=t.stages)  # fail fast on a bad strategy
     if not d.train:
         raise UlmfitError("no training data: set data.train to a labelled file")
     data = load_classification(d.train, d.valid, d.test, text_cols=d.text_cols, label_col=d.label_col,
@@ -122,7 +122,7 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
                       config=train_config(t, quiet), hooks=Hooks(predict=predict), metrics=metrics,
                       out_dir=Path(cfg.out))
     stages = build_strategy(t.strategy, len(trainer.groups), epochs=t.epochs, lr=t.lr, lr_factor=t.lr_factor,
-                            schedule=t.schedule, schedule_args=t.schedule_args, stages=t.stages)
+                            schedule=t.schedule, schedule_args=t.schedule_kwargs(), stages=t.stages)
     return ClasSetup(trainer, stages, clf, data, test_ids, Path(cfg.out))
 
 

@@ -38,7 +38,7 @@ def _log(msg: str, quiet: bool) -> None:
 
 def _stages(t, n_groups: int):
     return build_strategy(t.strategy, n_groups, epochs=t.epochs, lr=t.lr, lr_factor=t.lr_factor,
-                          schedule=t.schedule, schedule_args=t.schedule_args, stages=t.stages)
+                          schedule=t.schedule, schedule_args=t.schedule_kwargs(), stages=t.stages)
 
 
 def _limit(texts: list, n: int | None) -> list:

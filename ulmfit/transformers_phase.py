@@ -22,7 +22,7 @@ def _common(cfg, quiet: bool) -> dict:
     t, m = cfg.train, cfg.model
     return dict(epochs=t.epochs, lr=t.lr, strategy=t.strategy, head_lr=m.head_lr, layer_decay=m.layer_decay,
                 lr_factor=None if m.layer_decay else t.lr_factor, schedule=t.schedule,
-                schedule_args=t.schedule_args, stages=t.stages, max_length=m.max_length, bs=t.bs,
+                schedule_args=t.schedule_kwargs(), stages=t.stages, max_length=m.max_length, bs=t.bs,
                 blocks_per_group=m.blocks_per_group, weight_decay=t.weight_decay, clip=t.clip or 0.0,
                 seed=t.seed, max_steps_per_epoch=t.max_steps_per_epoch, mixed_precision=t.mixed_precision,
                 progress=not quiet)
