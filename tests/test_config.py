@@ -86,7 +86,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner), the moms
     reach the schedule the trainer builds, and an explicit schedule_args wins; schedules without a
     momentum cycle get no `moms` argument (they would refuse it)."""
-    from ulmfit.config import PRETRAIN_MOMS, TrainSection
+    from ulmfit.config import PRETRAIN_MOMS, ClassifierConfig, TrainSection
     from ulmfit.core import make_schedule
     from ulmfit.phases import _stages
 
@@ -99,6 +99,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     assert sched.momentum(25, total) == pytest.approx(0.7)
     assert sched.momentum(total, total) == pytest.approx(0.8)
     assert TrainSection().schedule_kwargs() == {}  # generic default: the schedule's (0.95, 0.85, 0.95)
+    assert from_dict(ClassifierConfig, {}).train.schedule_kwargs() == {}  # classifiers keep it (README)
     own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9]}}}).train
     assert own.schedule_kwargs() == {"moms": [0.9, 0.8, 0.9]}
     stlr = from_dict(PretrainConfig, {"train": {"schedule": "stlr"}}).train
