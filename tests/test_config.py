@@ -105,3 +105,15 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     stlr = from_dict(PretrainConfig, {"train": {"schedule": "stlr"}}).train
     assert stlr.schedule_kwargs() == {}
     make_schedule("stlr", **stlr.schedule_kwargs())
+
+
+def test_yaml_no_stays_a_string_and_true_false_stay_booleans():
+    """`--set train.mixed_precision=no` (README) is the string "no", not YAML 1.1's False; only
+    true/false are booleans, and numbers like 1e-5 are numbers."""
+    d = apply_overrides({}, ["train.mixed_precision=no", "train.variable_bptt=false", "train.eps=1e-5",
+                             "data.multi_label=true", "train.schedule=on"])
+    cfg = from_dict(PretrainConfig, d)
+    assert cfg.train.mixed_precision == "no" and cfg.train.variable_bptt is False and cfg.train.eps == 1e-5
+    assert cfg.data.multi_label is True and cfg.train.schedule == "on"
+    with pytest.raises(UlmfitError, match="true or false"):
+        from_dict(PretrainConfig, apply_overrides({}, ["train.variable_bptt=yes"]))

@@ -22,9 +22,17 @@ from ulmfit.errors import UlmfitError
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; recipes and ``--set`` mean a number."""
+    """YAML 1.2 scalars where 1.1 surprises: ``1e-5`` (no dot) is a number, not a string, and only
+    true/false are booleans, so ``mixed_precision: no`` (or ``--set train.mixed_precision=no``)
+    stays the string "no" instead of becoming False."""
 
 
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d+)[eE][-+]?\d+$"),
