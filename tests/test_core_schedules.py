@@ -73,3 +73,11 @@ def test_unknown_schedule_and_option():
         make_schedule("stlrr")
     with pytest.raises(UlmfitError, match="no option"):
         make_schedule("stlr", cut=0.2)
+
+
+@pytest.mark.parametrize("moms", [[0.8, 0.7], [0.8, 0.7, 1.2], ["a", 0.7, 0.8]])
+def test_one_cycle_refuses_bad_moms(moms):
+    """A wrong `train.moms` fails when the schedule is built, not with an IndexError mid-training."""
+    with pytest.raises(UlmfitError, match="moms must be three momentums"):
+        make_schedule("one_cycle", moms=moms)
+    assert make_schedule("one_cycle", moms=None).momentum(0, 10) is None

@@ -62,6 +62,14 @@ class OneCycle(Schedule):
     div_final: float = 1e5
     moms: tuple = (0.95, 0.85, 0.95)
 
+    def __post_init__(self):
+        if self.moms and (len(self.moms) != 3 or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1 for m in self.moms)):
+            from ulmfit.errors import UlmfitError
+
+            raise UlmfitError(f"one_cycle moms must be three momentums in [0, 1) (start, end of warm-up, end), "
+                              f"got {self.moms!r}")
+
     def _phase(self, t, total):
         warm = self.pct_start * total
         if t < warm:
