@@ -105,6 +105,9 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     stlr = from_dict(PretrainConfig, {"train": {"schedule": "stlr"}}).train
     assert stlr.schedule_kwargs() == {}
     make_schedule("stlr", **stlr.schedule_kwargs())
+    spelled = from_dict(PretrainConfig, {"train": {"schedule": " One-Cycle"}}).train
+    assert spelled.schedule_kwargs() == {"moms": [0.8, 0.7, 0.8]}  # same key as make_schedule's
+    assert make_schedule(spelled.schedule, **spelled.schedule_kwargs()).momentum(0, 100) == pytest.approx(0.8)
 
 
 def test_yaml_no_stays_a_string_and_true_false_stay_booleans():

@@ -117,8 +117,10 @@ class TrainSection:
 
     def schedule_kwargs(self) -> dict:
         """``schedule_args`` plus ``moms`` when the schedule cycles momentum (one_cycle)."""
+        from ulmfit.core.schedules import schedule_key
+
         args = dict(self.schedule_args or {})
-        if self.moms is not None and str(self.schedule).lower().replace("-", "_") == "one_cycle":
+        if self.moms is not None and schedule_key(self.schedule) == "one_cycle":
             args.setdefault("moms", list(self.moms))
         return args
 

@@ -143,11 +143,16 @@ SCHEDULES = {
 }
 
 
+def schedule_key(name: str) -> str:
+    """The registry key of a schedule name as users write it ("One-Cycle" -> "one_cycle")."""
+    return str(name).strip().lower().replace("-", "_")
+
+
 def make_schedule(name: str, **kwargs) -> Schedule:
     """Build a schedule by name; unknown names and options end in a UlmfitError."""
     from ulmfit.errors import UlmfitError
 
-    key = name.lower().replace("-", "_")
+    key = schedule_key(name)
     if key not in SCHEDULES:
         close = difflib.get_close_matches(key, SCHEDULES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
