@@ -106,7 +106,6 @@ class TrainSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-6                  # Adam's epsilon
     clip: float | None = 0.25
-    clip_spike: float | None = None    # also clip at this multiple of the running gradient norm
     grad_accum: int = 1
     mixed_precision: str = "auto"      # auto (bf16 where the CPU/GPU has it) | no | bf16 | fp16
     seed: int = 42

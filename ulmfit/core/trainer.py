@@ -41,9 +41,6 @@ class TrainConfig:
     betas: tuple = (0.9, 0.99)
     eps: float = 1e-6
     clip: float | None = 0.25
-    # Also clip at this multiple of the running (EMA) gradient norm: catches one-step spikes far
-    # above the recent norm that a fixed `clip` lets through (None: off).
-    clip_spike: float | None = None
     grad_accum: int = 1
     mixed_precision: str = "no"            # no | bf16 | fp16 | auto
     early_stopping_patience: int | None = None
@@ -142,11 +139,7 @@ class Trainer:
         self.valid_loader = self._prepare_loader(self.valid_loader)
         self.optimizer = None
         self.history: list[dict] = []
-        if self.config.clip_spike is not None and not self.config.clip_spike > 1:
-            raise UlmfitError(f"clip_spike={self.config.clip_spike} must be above 1: a multiple of the "
-                              "running gradient norm (e.g. 4)")
-        self._gn_ema: float | None = None  # running gradient norm (clip_spike)
-        self._gn_stats = {"sum": 0.0, "n": 0, "max": 0.0, "spikes": 0}
+        self._gn_stats = {"sum": 0.0, "n": 0, "max": torch.zeros(())}  # pre-clip gradient norms, this epoch
         self.out_dir = Path(self.out_dir) if self.out_dir else None
         self._ddp = None
 
@@ -242,28 +235,15 @@ class Trainer:
                     )
                 acc.backward(loss / len(batches))
             total = total + loss.detach()
-        if cfg.clip or cfg.clip_spike:
+        if cfg.clip:
             params = self._trainable_params()
             if params:
-                limit = cfg.clip or math.inf
-                spike_limit = cfg.clip_spike * self._gn_ema if cfg.clip_spike and self._gn_ema else math.inf
-                norm = float(acc.clip_grad_norm_(params, min(limit, spike_limit)))
-                self._note_grad_norm(norm, spike_limit)
+                norm = acc.clip_grad_norm_(params, cfg.clip).detach().float()  # no sync: summed as tensors
+                st = self._gn_stats
+                st["sum"], st["n"], st["max"] = st["sum"] + norm, st["n"] + 1, torch.maximum(st["max"], norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / len(batches)
-
-    def _note_grad_norm(self, norm: float, spike_limit: float) -> None:
-        """Epoch statistics of the pre-clip gradient norm, and its EMA for `clip_spike` (a spike
-        enters the EMA at the spike limit, so one bad step does not raise the bar for the next)."""
-        st = self._gn_stats
-        st["sum"] += norm
-        st["n"] += 1
-        st["max"] = max(st["max"], norm)
-        st["spikes"] += norm > spike_limit
-        if math.isfinite(norm):
-            kept = min(norm, spike_limit)
-            self._gn_ema = kept if self._gn_ema is None else 0.9 * self._gn_ema + 0.1 * kept
 
     def _batches(self, loader, limit: int | None):
         """Yield lists of `grad_accum` consecutive batches (at most `limit` lists)."""
@@ -381,7 +361,7 @@ class Trainer:
                    desc=f"{stage.name or 'stage ' + str(si)} epoch {epoch + 1}", leave=False, dynamic_ncols=True)
         running = torch.zeros((), device=acc.device)
         n = 0
-        self._gn_stats = {"sum": 0.0, "n": 0, "max": 0.0, "spikes": 0}
+        self._gn_stats = {"sum": 0.0, "n": 0, "max": torch.zeros((), device=acc.device)}
         t0 = time.time()
         for i, batches in enumerate(self._batches(self.train_loader, steps_this)):
             t = e * spe + i
@@ -397,10 +377,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "stage": si, "stage_name": stage.name, "train_loss": train_loss,
                "lr": lrs[-1], "train_steps": n, "epoch_s": time.time() - t0}
         st = self._gn_stats
-        if st["n"]:  # measured where gradients are clipped (the norm comes with the clip)
-            row.update(grad_norm_mean=st["sum"] / st["n"], grad_norm_max=st["max"])
-            if cfg.clip_spike:
-                row["spike_clips"] = st["spikes"]
+        if st["n"]:  # where gradients are clipped (the norm comes with the clip): spikes show here
+            row.update(grad_norm_mean=float(st["sum"]) / st["n"], grad_norm_max=float(st["max"]))
         return row
 
     # ---- outputs --------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, b
 def train_config(t, quiet: bool) -> TrainConfig:
     """The core's TrainConfig from a config TrainSection."""
     return TrainConfig(optimizer=t.optimizer, weight_decay=t.weight_decay, betas=tuple(t.betas), eps=t.eps, clip=t.clip,
-                       clip_spike=t.clip_spike, grad_accum=t.grad_accum, mixed_precision=t.mixed_precision, seed=t.seed,
+                       grad_accum=t.grad_accum, mixed_precision=t.mixed_precision, seed=t.seed,
                        max_steps_per_epoch=t.max_steps_per_epoch, progress=not quiet,
                        early_stopping_patience=t.early_stopping_patience)
 
