@@ -201,7 +201,6 @@ def test_one_cycle_moms_reach_adam_beta1():
     assert seen[-1][0] == pytest.approx(0.8, abs=0.01) and all(b2 == 0.99 for _, b2 in seen)
 
 
-
 def test_clipped_epochs_report_the_pre_clip_gradient_norms():
     """With clipping on, each epoch row carries the mean and max gradient norm before the clip
     (a one-step spike shows in grad_norm_max); without clipping there is nothing to report."""

@@ -139,7 +139,7 @@ class Trainer:
         self.valid_loader = self._prepare_loader(self.valid_loader)
         self.optimizer = None
         self.history: list[dict] = []
-        self._gn_stats = {"sum": 0.0, "n": 0, "max": torch.zeros(())}  # pre-clip gradient norms, this epoch
+        self._reset_grad_norms()
         self.out_dir = Path(self.out_dir) if self.out_dir else None
         self._ddp = None
 
@@ -244,6 +244,10 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / len(batches)
+
+    def _reset_grad_norms(self) -> None:
+        """Pre-clip gradient norms of the current epoch (sum, count, max), kept on the device."""
+        self._gn_stats = {"sum": 0.0, "n": 0, "max": torch.zeros((), device=self.accelerator.device)}
 
     def _batches(self, loader, limit: int | None):
         """Yield lists of `grad_accum` consecutive batches (at most `limit` lists)."""
@@ -361,7 +365,7 @@ class Trainer:
                    desc=f"{stage.name or 'stage ' + str(si)} epoch {epoch + 1}", leave=False, dynamic_ncols=True)
         running = torch.zeros((), device=acc.device)
         n = 0
-        self._gn_stats = {"sum": 0.0, "n": 0, "max": torch.zeros((), device=acc.device)}
+        self._reset_grad_norms()
         t0 = time.time()
         for i, batches in enumerate(self._batches(self.train_loader, steps_this)):
             t = e * spe + i
