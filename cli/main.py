@@ -253,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected failure ({type(e).__name__}: {e}); this is a bug, please report it",
               file=sys.stderr)
         return 1
+    finally:
+        if "torch" in sys.modules:  # a phase ran: under torchrun, leave the process group cleanly
+            from ulmfit.core.trainer import shutdown_distributed
+
+            shutdown_distributed()
 
 
 def entry() -> None:

@@ -154,7 +154,8 @@ def test_mixed_precision_option():
 
 def test_two_processes_match_one(tmp_path):
     """2 CPU processes (torchrun, gloo) with the same global batch give the same result as one;
-    the group unfrozen at stage 2 ends identical on both ranks (no find_unused_parameters)."""
+    the group unfrozen at stage 2 ends identical on both ranks (no find_unused_parameters);
+    evaluating batches the ranks shard unevenly themselves neither hangs nor loses rows."""
     import subprocess
     import sys
 
@@ -174,6 +175,10 @@ def test_two_processes_match_one(tmp_path):
     assert r0["weights"] == r1["weights"]  # ranks in sync, bit for bit
     # same global batch: equal up to float summation order (tolerance 1e-5)
     assert r0["valid_loss"] == pytest.approx(one["valid_loss"], abs=1e-5)
+    # an evaluation iterable with 2 batches on one rank, 1 on the other: no hang, same figures
+    assert r0["ragged"] == r1["ragged"]
+    assert r0["ragged"]["ragged_loss"] == pytest.approx(one["ragged"]["ragged_loss"], abs=1e-5)
+    assert r0["ragged"]["ragged_accuracy"] == one["ragged"]["ragged_accuracy"]
     flat = lambda w: torch.tensor([v for p in w for v in p])  # noqa: E731
     assert torch.allclose(flat(r0["weights"]), flat(one["weights"]), atol=1e-5)
     # the bottom group trained only in stage 2 and moved on both ranks
