@@ -253,15 +253,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected failure ({type(e).__name__}: {e}); this is a bug, please report it",
               file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    try:
+        code = main()
     finally:
         if "torch" in sys.modules:  # a phase ran: under torchrun, leave the process group cleanly
             from ulmfit.core.trainer import shutdown_distributed
 
             shutdown_distributed()
-
-
-def entry() -> None:
-    sys.exit(main())
+    sys.exit(code)
 
 
 if __name__ == "__main__":
