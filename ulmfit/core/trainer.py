@@ -296,7 +296,7 @@ class Trainer:
                 preds.append(p.cpu())
                 targs.append(t.cpu())
         if self.metrics and not per_batch:
-            preds, targs = _gather_ragged(preds), _gather_ragged(targs)
+            preds, targs = _gather_ragged(preds, targs)
         loss_sum, count = acc.reduce(loss_sum), acc.reduce(count)
         self.model.train()
         out = {}
@@ -464,11 +464,12 @@ def _allow_new_precision(mp: str) -> None:
         GradientState._reset_state()
 
 
-def _gather_ragged(xs: list) -> list:
-    """Every rank's CPU tensors, whatever their number and lengths (a rank may have none)."""
+def _gather_ragged(preds: list, targs: list) -> tuple[list, list]:
+    """Every rank's CPU tensors, whatever their number and lengths (a rank may have none), in one
+    collective."""
     got = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(got, xs)
-    return [x for part in got for x in part]
+    torch.distributed.all_gather_object(got, (preds, targs))
+    return [p for ps, _ in got for p in ps], [t for _, ts in got for t in ts]
 
 
 def _cat(xs):
