@@ -1,7 +1,6 @@
 """End-to-end CLI runs on real data (WikiText-2, TREC-6 from ../shared/data), scaled down to seconds."""
 
 import json
-import os
 
 import pytest
 
@@ -138,17 +137,11 @@ def test_run_under_torchrun_two_processes(tmp_path):
     """The quickstart recipe under `torchrun --nproc_per_node 2` (gloo): every phase finishes and
     exits 0 (the classifier's sorted-length evaluation batches used to hang it), and the test
     accuracy the 2 ranks gathered is what one process measures on the saved classifier."""
-    import subprocess
-    import sys
-
-    from cli_helpers import ENV, ROOT
+    from cli_helpers import torchrun
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29700 + os.getpid() % 1000), "-m", "cli.main", "run", "configs/cpu-small.yaml", "--out", str(out),
-           "--quiet", *[a for s in TINY for a in ("--set", s)]]
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    torchrun(2, "-m", "cli.main", "run", "configs/cpu-small.yaml", "--out", out, "--quiet",
+             *[a for s in TINY for a in ("--set", s)])
     saved = json.loads((out / "classifier" / "metrics.json").read_text())
     m = json.loads(ulmfit("evaluate", str(out / "classifier"), str(DATA / "trec6" / "test.csv")).stdout)
     assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-9)

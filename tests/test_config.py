@@ -86,7 +86,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner), the moms
     reach the schedule the trainer builds, and an explicit schedule_args wins; schedules without a
     momentum cycle get no `moms` argument (they would refuse it)."""
-    from ulmfit.config import PRETRAIN_MOMS, ClassifierConfig, TrainSection
+    from ulmfit.config import PRETRAIN_MOMS, PRETRAIN_PCT_START, ClassifierConfig, TrainSection
     from ulmfit.core import make_schedule
     from ulmfit.phases import _stages
 
@@ -94,19 +94,23 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     assert pre.moms == PRETRAIN_MOMS == [0.8, 0.7, 0.8]
     (stage,) = _stages(pre, 4)
     sched = make_schedule(stage.schedule, **stage.schedule_args)
-    total = 100  # warm-up is pct_start 0.25 of it
+    total = 100  # pretrain warms up over pct_start 0.4 of it (README): beta1 lowest, LR at its peak at 40
+    assert pre.pct_start == PRETRAIN_PCT_START == 0.4
     assert sched.momentum(0, total) == pytest.approx(0.8)
-    assert sched.momentum(25, total) == pytest.approx(0.7)
+    assert sched.momentum(40, total) == pytest.approx(0.7)
     assert sched.momentum(total, total) == pytest.approx(0.8)
+    assert sched.lr_mult(40, total) == pytest.approx(1.0) and sched.lr_mult(39, total) < 1.0
+    assert sched.lr_mult(25, total) == pytest.approx(0.7037, abs=1e-4)  # half-way up a cosine: not at its peak
     assert TrainSection().schedule_kwargs() == {}  # generic default: the schedule's (0.95, 0.85, 0.95)
     assert from_dict(ClassifierConfig, {}).train.schedule_kwargs() == {}  # classifiers keep it (README)
-    own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9]}}}).train
-    assert own.schedule_kwargs() == {"moms": [0.9, 0.8, 0.9]}
+    own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9], "pct_start": 0.3}}}).train
+    assert own.schedule_kwargs() == {"moms": [0.9, 0.8, 0.9], "pct_start": 0.3}
+    assert from_dict(PretrainConfig, {"train": {"pct_start": 0.25}}).train.schedule_kwargs()["pct_start"] == 0.25
     stlr = from_dict(PretrainConfig, {"train": {"schedule": "stlr"}}).train
     assert stlr.schedule_kwargs() == {}
     make_schedule("stlr", **stlr.schedule_kwargs())
     spelled = from_dict(PretrainConfig, {"train": {"schedule": " One-Cycle"}}).train
-    assert spelled.schedule_kwargs() == {"moms": [0.8, 0.7, 0.8]}  # same key as make_schedule's
+    assert spelled.schedule_kwargs() == {"moms": [0.8, 0.7, 0.8], "pct_start": 0.4}  # make_schedule's key
     assert make_schedule(spelled.schedule, **spelled.schedule_kwargs()).momentum(0, 100) == pytest.approx(0.8)
 
 

@@ -81,3 +81,9 @@ def test_one_cycle_refuses_bad_moms(moms):
     with pytest.raises(UlmfitError, match="moms must be three momentums"):
         make_schedule("one_cycle", moms=moms)
     assert make_schedule("one_cycle", moms=None).momentum(0, 10) is None
+
+
+@pytest.mark.parametrize("pct", [-0.1, 1.5, "0.4", True])
+def test_one_cycle_refuses_bad_pct_start(pct):
+    with pytest.raises(UlmfitError, match="pct_start is the warm-up's fraction"):
+        make_schedule("one_cycle", pct_start=pct)

@@ -156,18 +156,14 @@ def test_two_processes_match_one(tmp_path):
     """2 CPU processes (torchrun, gloo) with the same global batch give the same result as one;
     the group unfrozen at stage 2 ends identical on both ranks (no find_unused_parameters);
     evaluating batches the ranks shard unevenly themselves neither hangs nor loses rows."""
-    import subprocess
-    import sys
+    from cli_helpers import torchrun
 
     script = Path(__file__).parent / "ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for n, bs, sub in ((1, 64, "one"), (2, 32, "two")):
         d = tmp_path / sub
         d.mkdir()
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_port", str(29500 + n + os.getpid() % 1000), str(script), str(d), str(bs)]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
+        torchrun(n, script, d, bs, env=env, timeout=300)
     one = json.loads((tmp_path / "one" / "rank0.json").read_text())
     r0 = json.loads((tmp_path / "two" / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "two" / "rank1.json").read_text())

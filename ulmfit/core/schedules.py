@@ -63,12 +63,15 @@ class OneCycle(Schedule):
     moms: tuple = (0.95, 0.85, 0.95)
 
     def __post_init__(self):
+        from ulmfit.errors import UlmfitError
+
         if self.moms and (len(self.moms) != 3 or not all(
                 isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 1 for m in self.moms)):
-            from ulmfit.errors import UlmfitError
-
             raise UlmfitError(f"one_cycle moms must be three momentums in [0, 1) (start, end of warm-up, end), "
                               f"got {self.moms!r}")
+        p = self.pct_start
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise UlmfitError(f"one_cycle pct_start is the warm-up's fraction of the steps, in [0, 1]; got {p!r}")
 
     def _phase(self, t, total):
         warm = self.pct_start * total
