@@ -138,8 +138,8 @@ class TrainSection:
 # "LM pretraining settings").
 PRETRAIN_MOMS = [0.8, 0.7, 0.8]
 # ... and warms up over 40% of the steps, not 25%: with the low momentum the LR peak sent one run
-# in six astray (seed 42 fp32: 178.2); with pct_start 0.4 the same seeds gave 122.1-124.0, each
-# better than at 0.25 (README, "LM pretraining settings").
+# in six astray (seed 42 fp32: 178.2 -> 122.5 at 0.4); on one CPU, seeds 42-44 bf16 gave 123.0-125.9
+# at 0.4 against 126.6-128.8 at 0.25 (README, "LM pretraining settings").
 PRETRAIN_PCT_START = 0.4
 
 
