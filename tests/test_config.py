@@ -83,9 +83,9 @@ def test_partial_section_keeps_the_phase_defaults():
 
 
 def test_pretrain_cycles_beta1_as_fastai_text_learner():
-    """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner), the moms
-    reach the schedule the trainer builds, and an explicit schedule_args wins; schedules without a
-    momentum cycle get no `moms` argument (they would refuse it)."""
+    """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner) and warms up
+    over 40% of the steps; both reach the schedule the trainer builds, an explicit schedule_args or
+    train.pct_start wins, and schedules other than one-cycle get neither (they would refuse them)."""
     from ulmfit.config import PRETRAIN_MOMS, PRETRAIN_PCT_START, ClassifierConfig, TrainSection
     from ulmfit.core import make_schedule
     from ulmfit.phases import _stages
@@ -100,7 +100,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     assert sched.momentum(40, total) == pytest.approx(0.7)
     assert sched.momentum(total, total) == pytest.approx(0.8)
     assert sched.lr_mult(40, total) == pytest.approx(1.0) and sched.lr_mult(39, total) < 1.0
-    assert sched.lr_mult(25, total) == pytest.approx(0.7037, abs=1e-4)  # half-way up a cosine: not at its peak
+    assert sched.lr_mult(25, total) == pytest.approx(0.7037, abs=1e-4)  # 62.5% of the way up the cosine warm-up
     assert TrainSection().schedule_kwargs() == {}  # generic default: the schedule's (0.95, 0.85, 0.95)
     assert from_dict(ClassifierConfig, {}).train.schedule_kwargs() == {}  # classifiers keep it (README)
     own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9], "pct_start": 0.3}}}).train
