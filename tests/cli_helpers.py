@@ -34,14 +34,14 @@ def ulmfit(*args, input=None, check=True):
 _CALLS = itertools.count()
 
 
-def torchrun(nproc: int, *args, env=None, timeout=600):
+def torchrun(nproc: int, *args, timeout=600):
     """Run `torchrun --nproc_per_node NPROC ARGS` from the repository root on a port of its own
     (from the pid and a count of the calls: no two runs of one session share one); raise with its
     stderr when it fails."""
     port = 29500 + (10 * os.getpid() + next(_CALLS)) % 9000
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
            *map(str, args)]
-    r = subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise AssertionError(f"torchrun {' '.join(map(str, args))} exited {r.returncode}:\n{r.stderr[-3000:]}")
     return r

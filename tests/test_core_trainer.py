@@ -159,11 +159,10 @@ def test_two_processes_match_one(tmp_path):
     from cli_helpers import torchrun
 
     script = Path(__file__).parent / "ddp_script.py"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for n, bs, sub in ((1, 64, "one"), (2, 32, "two")):
         d = tmp_path / sub
         d.mkdir()
-        torchrun(n, script, d, bs, env=env, timeout=300)
+        torchrun(n, script, d, bs, timeout=300)  # the helper's environment: 1 thread per rank
     one = json.loads((tmp_path / "one" / "rank0.json").read_text())
     r0 = json.loads((tmp_path / "two" / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "two" / "rank1.json").read_text())
