@@ -15,8 +15,11 @@ Implementations (``--impls``):
                  weight dropout by re-assigning the LSTM's weight attribute each forward,
                  embedding dropout by masking a full copy of the embedding matrix, full logits.
 
+Devices (``--device``): ``cpu`` (the default; BENCHMARKS.md's 2 threads) or ``cuda`` (the first
+GPU; steps timed after a synchronize, peak GPU memory reported, the matmul reference is 8192^3).
+
 Usage: python scripts/bench_lm.py [--configs small,paper] [--dtypes fp32,bf16]
-       [--impls ulmfit,fastai-style] [--steps 20] [--warmup 3] [--threads 2]
+       [--impls ulmfit,fastai-style] [--steps 20] [--warmup 3] [--threads 2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "wikitext-2" / "train.txt"
+DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data")) / "wikitext-2" / "train.txt"
 SPECIALS = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"]
 BS, SEQ = 64, 72
 
@@ -134,17 +137,28 @@ def fastai_loss(out, y, alpha: float = 2.0, beta: float = 1.0):
         beta * (raw[-1][:, 1:] - raw[-1][:, :-1]).float().pow(2).mean()
 
 
-def matmul_gflops(dtype) -> float:
+def sync(device: str) -> None:
     import torch
 
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(dtype, device: str = "cpu") -> tuple[int, float]:
+    """(size, GFLOP/s) of a square matmul: 2048 on CPU, 8192 on a GPU."""
+    import torch
+
+    size = 8192 if device == "cuda" else 2048
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b
     times = []
     for _ in range(5):
+        sync(device)
         t = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - t)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
+    return size, 2 * size**3 / statistics.median(times) / 1e9
 
 
 def step_flops(cfg) -> float:
@@ -155,7 +169,18 @@ def step_flops(cfg) -> float:
     return 3.0 * per_tok * BS * SEQ
 
 
-def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads: int = 2) -> dict:
+def device_info(device: str) -> dict:
+    import torch
+
+    if device != "cuda":
+        return cpu_info()
+    return {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads: int = 2,
+            device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -165,7 +190,7 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
 
     ids, vocab_size = build_stream(DATA)
     n = len(ids) // BS
-    streams = torch.from_numpy(ids[: n * BS].reshape(BS, n))
+    streams = torch.from_numpy(ids[: n * BS].reshape(BS, n)).to(device)
     if impl == "fastai":
         model, cfg = fastai_model(vocab_size, preset)
     elif impl == "fastai-style":
@@ -173,7 +198,7 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
     else:
         cfg = AWDLSTMConfig.preset(preset, vocab_size, lstm_autocast=impl != "ulmfit-lstm32")
         model = AWDLSTMLanguageModel(cfg)
-    model.train()
+    model.to(device).train()
     if impl == "fastai":  # fastai's own optimizer (its Adam, as `Learner` builds it)
         from fastai.optimizer import Adam as FastaiAdam
 
@@ -186,17 +211,20 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
     for i in range(warmup + steps):
         s = (i * SEQ) % (n - SEQ - 1)
         x, y = streams[:, s:s + SEQ], streams[:, s + 1:s + SEQ + 1]
+        sync(device)
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             out = model(x, y) if fused else model(x)
             loss = fastai_loss(out, y) if impl == "fastai" else lm_loss(out, y, alpha=2.0, beta=1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    ref = matmul_gflops(torch.bfloat16 if bf16 else torch.float32)
+    info = device_info(device)  # before the matmul reference: peak GPU memory of the steps alone
+    ref_size, ref = matmul_gflops(torch.bfloat16 if bf16 else torch.float32, device)
     achieved = step_flops(cfg) / med / 1e9
     return {
         "bench": "lm_train_step", "config": preset, "impl": impl, "dtype": "bf16 autocast" if bf16 else "fp32",
@@ -206,9 +234,9 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
         "min_step_seconds": round(min(times), 4), "max_step_seconds": round(max(times), 4),
         "final_loss": round(float(loss), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "achieved_gflops": round(achieved, 1), "matmul_2048_gflops": round(ref, 1),
-        "ratio_to_matmul": round(achieved / ref, 3),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), **cpu_info(),
+        "achieved_gflops": round(achieved, 1), f"matmul_{ref_size}_gflops": round(ref, 1),
+        "ratio_to_matmul": round(achieved / ref, 3), "device": device,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), **info,
     }
 
 
@@ -220,17 +248,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (BENCHMARKS.md: 2)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--child", nargs=3, metavar=("CONFIG", "DTYPE", "IMPL"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         sys.path.insert(0, str(ROOT))
-        print(json.dumps(measure(*a.child, steps=a.steps, warmup=a.warmup, threads=a.threads)), flush=True)
+        print(json.dumps(measure(*a.child, steps=a.steps, warmup=a.warmup, threads=a.threads,
+                                        device=a.device)), flush=True)
         return
     for preset in a.configs.split(","):
         for dtype in a.dtypes.split(","):
             for impl in a.impls.split(","):
                 cmd = [sys.executable, __file__, "--child", preset, dtype, impl,
-                       "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
+                       "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads), "--device", a.device]
                 if impl == "ulmfit-lstm32" and dtype == "fp32":
                     continue  # same as ulmfit
                 r = subprocess.run(cmd, capture_output=True, text=True)

@@ -41,7 +41,9 @@ def torchrun(nproc: int, *args, timeout=600):
     port = 29500 + (10 * os.getpid() + next(_CALLS)) % 9000
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port),
            *map(str, args)]
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    # the processes share the CPU over gloo, also on a machine with one GPU
+    r = subprocess.run(cmd, cwd=ROOT, env={**ENV, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
+                       timeout=timeout)
     if r.returncode != 0:
         raise AssertionError(f"torchrun {' '.join(map(str, args))} exited {r.returncode}:\n{r.stderr[-3000:]}")
     return r

@@ -29,11 +29,11 @@ def accuracy(p, t):
     return float((p == t).mean())
 
 
-def make_trainer(out_dir=None, bs=32, shuffle=True, seed=0, **cfg):
+def make_trainer(out_dir=None, bs=32, shuffle=True, seed=0, dropout=0.1, **cfg):
     x, y = make_data()
     train = DataLoader(TensorDataset(x[:384], y[:384]), batch_size=bs, shuffle=shuffle)
     valid = DataLoader(TensorDataset(x[384:], y[384:]), batch_size=64)
-    model = make_model(seed)
+    model = make_model(seed, dropout)
     cfg.setdefault("progress", False)
     return Trainer(model, LayerGroups(model, split(model)), nn.functional.cross_entropy, train, valid,
                    TrainConfig(seed=seed, **cfg), metrics={"accuracy": accuracy}, out_dir=out_dir)

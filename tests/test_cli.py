@@ -7,6 +7,12 @@ import pytest
 from cli_helpers import DATA, TINY, ulmfit
 
 
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @pytest.fixture(scope="session")
 def recipe_run(tiny_run):
     return tiny_run
@@ -55,7 +61,9 @@ def test_evaluate_and_generate(recipe_run, tmp_path):
     r = ulmfit("evaluate", str(out / "classifier"), str(DATA / "trec6" / "test.csv"), "--out", str(tmp_path))
     m = json.loads(r.stdout)
     saved = json.loads((out / "classifier" / "metrics.json").read_text())
-    assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"])
+    # `evaluate` runs on the CPU: it reproduces a CPU training's figure exactly; a GPU's LSTM (TF32)
+    # may flip a near tie of this barely trained model
+    assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=0.01 if _gpu() else 1e-9)
     assert (tmp_path / "confusion_matrix.png").exists()
     lm = json.loads(ulmfit("evaluate", str(out / "finetune_lm"), str(DATA / "trec6" / "test.csv")).stdout)
     assert lm["test_tokens"] > 1000 and 1 < lm["test_perplexity"] < 1e6

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from ulmfit.errors import UlmfitError
 
@@ -39,21 +39,58 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def _tied_groups(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    """State-dict names grouped by the tensor they name: tied weights (the LM decoder and the
+    embedding) form one group, every other name a group of its own. Views of one buffer that are
+    not the same tensor (cuDNN keeps an LSTM's weights as slices of one flat buffer on CUDA) stay
+    apart, which safetensors' own save_model/load_model refuse."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in state.items():
+        key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else (name,)
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def weights_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state as separate CPU tensors, each tied group stored once (its first name)."""
+    state = model.state_dict()
+    return {g[0]: state[g[0]].detach().to("cpu", copy=True).contiguous() for g in _tied_groups(state)}
+
+
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Model weights to safetensors (tied tensors stored once), atomically."""
-    atomic_write(path, lambda tmp: save_model(model, tmp))
+    state = weights_state(model)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    """Load `path` into `model` (any device); a tied group loads from whichever of its names the
+    file holds. With `strict`, a missing or unexpected name is an error."""
     path = Path(path)
     if not path.exists():
         raise UlmfitError(f"weights file {path} does not exist")
-    missing, unexpected = load_model(model, str(path), strict=False)
+    try:
+        saved = load_file(str(path))
+    except Exception as e:  # not a safetensors file, or a truncated one
+        raise UlmfitError(f"cannot read weights {path}: {e}") from None
+    state = model.state_dict()
+    full, missing = {}, []
+    for group in _tied_groups(state):
+        src = next((n for n in group if n in saved), None)
+        if src is None:
+            missing += group
+        else:
+            full.update((n, saved[src]) for n in group)
+    unexpected = sorted(set(saved) - set(state))
     if strict and (missing or unexpected):
         raise UlmfitError(
             f"weights in {path} do not match the model: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
+            f"unexpected {unexpected[:5]}"
         )
+    bad = [f"{n} {tuple(t.shape)} vs {tuple(state[n].shape)}" for n, t in full.items() if t.shape != state[n].shape]
+    if bad:
+        raise UlmfitError(f"weights in {path} do not match the model's shapes: {bad[:3]}")
+    model.load_state_dict(full, strict=False)
 
 
 def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state: dict, keep: int = 1) -> Path:
@@ -63,7 +100,7 @@ def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state:
     final = root / f"ckpt-{epoch}"
     tmp = Path(tempfile.mkdtemp(prefix=f".ckpt-{epoch}.", dir=root))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_file(weights_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         torch.save(state, tmp / "state.pt")
         if final.exists():
             shutil.rmtree(final)

@@ -116,6 +116,7 @@ def train_vision(model: VisionModel, train: ImageSet, valid: ImageSet | None, au
     model.config.update({"classes": list(train.classes), "augment": augment.__dict__})
     history, found = [], []
 
+    model.to(_train_device(cfg))  # the body computes cached features where the head then trains
     if precompute_stages:
         cache = Path(cache_dir) if cache_dir else None
         key = json.dumps({"size": augment.size, "mean": augment.mean, "std": augment.std})
@@ -152,6 +153,15 @@ def train_vision(model: VisionModel, train: ImageSet, valid: ImageSet | None, au
     if out is not None:
         _write_outputs(out, model, result)
     return result
+
+
+def _train_device(cfg: TrainConfig) -> torch.device:
+    """The device the Trainer's accelerator will pick: this process's GPU, else the CPU."""
+    if cfg.cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 def _write_outputs(out: Path, model: VisionModel, result: dict) -> None:
