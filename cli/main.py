@@ -27,6 +27,8 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML recipe (configs/*.yaml)
 SET = typer.Option(None, "--set", "-s", help="Override a config field, e.g. --set train.lr=0.01 (repeatable).")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the config's `out`).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch logs.")
+DEVICE = typer.Option("auto", help="Where the model runs: auto (the GPU when there is one, else the CPU), "
+                                   "cpu, cuda or cuda:N.")
 RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
 
 
@@ -115,12 +117,13 @@ def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-c
              data: str = typer.Argument(..., help="Labelled file to evaluate on (csv, tsv, jsonl, parquet...)."),
              text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) (default: the training ones)."),
              label_col: Optional[str] = typer.Option(None, help="Label column (default: the training one)."),
-             out: Optional[str] = OUT, bs: int = typer.Option(64, help="Batch size.")):
+             out: Optional[str] = OUT, bs: int = typer.Option(64, help="Batch size."),
+             device: str = DEVICE):
     """Evaluate a classifier on a labelled file (accuracy, macro-F1, report, confusion matrix), or a
     language model on any text file (perplexity)."""
     from ulmfit import phases
 
-    _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs))
+    _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs, device=device))
 
 
 @app.command()
@@ -130,7 +133,8 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) when --file is a table."),
             top_k: int = typer.Option(1, help="How many labels with probabilities to return per text."),
             fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
-            bs: int = typer.Option(64, help="Batch size.")):
+            bs: int = typer.Option(64, help="Batch size."),
+            device: str = DEVICE):
     """Classify texts; prints one JSON line (or CSV row) per text, in input order."""
     from ulmfit import phases
 
@@ -138,7 +142,7 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
         if sys.stdin.isatty():
             raise UlmfitError("give texts as arguments, --file FILE, or pipe them on stdin")
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs)
+    phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs, device=device)
 
 
 @app.command()

@@ -54,6 +54,14 @@ def test_predict_jsonl_and_stdin(recipe_run):
     assert [json.loads(x)["label"] for x in r2.stdout.splitlines()] == [row["label"] for row in rows]
     r3 = ulmfit("predict", model, "--file", str(DATA / "trec6" / "test.csv"), "--format", "csv")
     assert len(r3.stdout.strip().splitlines()) == 501
+    r4 = ulmfit("predict", model, "How far is the moon ?", "Who wrote Hamlet ?", "--device", "cpu")
+    assert [json.loads(x)["label"] for x in r4.stdout.splitlines()] == [row["label"] for row in rows]
+    for dev, msg in (("tpu", "unknown device 'tpu'"), ("mps", "unsupported device 'mps'")):
+        bad = ulmfit("predict", model, "x", "--device", dev, check=False)
+        assert bad.returncode == 2 and msg in bad.stderr and not bad.stdout
+    if not _gpu():
+        bad = ulmfit("evaluate", model, str(DATA / "trec6" / "test.csv"), "--device", "cuda", check=False)
+        assert bad.returncode == 2 and "not available here" in bad.stderr
 
 
 def test_evaluate_and_generate(recipe_run, tmp_path):
@@ -61,8 +69,8 @@ def test_evaluate_and_generate(recipe_run, tmp_path):
     r = ulmfit("evaluate", str(out / "classifier"), str(DATA / "trec6" / "test.csv"), "--out", str(tmp_path))
     m = json.loads(r.stdout)
     saved = json.loads((out / "classifier" / "metrics.json").read_text())
-    # `evaluate` runs on the CPU: it reproduces a CPU training's figure exactly; a GPU's LSTM (TF32)
-    # may flip a near tie of this barely trained model
+    # on a CPU `evaluate` reproduces the training run's figure exactly; on a GPU the two processes
+    # may pick other LSTM kernels (TF32), which can flip a near tie of this barely trained model
     assert m["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=0.01 if _gpu() else 1e-9)
     assert (tmp_path / "confusion_matrix.png").exists()
     lm = json.loads(ulmfit("evaluate", str(out / "finetune_lm"), str(DATA / "trec6" / "test.csv")).stdout)

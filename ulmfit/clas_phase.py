@@ -196,15 +196,16 @@ def lr_find_classifier(cfg: ClassifierConfig, start_lr, end_lr, num_it, quiet) -
     return res
 
 
-def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64) -> dict:
+def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64,
+             device: str | None = None) -> dict:
     """Metrics of a saved classifier on a labelled file (labels it never saw are an error), or the
-    perplexity of a saved language model on any text file."""
+    perplexity of a saved language model on any text file; on the CPU or on ``device``."""
     if (Path(model_dir) / "lm_config.json").is_file():
-        return _lm_perplexity(model_dir, data, text_cols, out)
+        return _lm_perplexity(model_dir, data, text_cols, out, device)
     from ulmfit.text.readers import _encode_labels, read_texts
     from ulmfit.text.text_classifier import load_classifier
 
-    clf = load_classifier(model_dir)
+    clf = load_classifier(model_dir, device)
     saved = _train_cols(model_dir)
     texts, raw = read_texts(data, text_cols or saved[0], label_col or saved[1],
                             label_delim=saved[2] if clf.multi_label else None)
@@ -221,13 +222,16 @@ def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
-def _lm_perplexity(model_dir: str, data: str, text_cols, out) -> dict:
+def _lm_perplexity(model_dir: str, data: str, text_cols, out, device: str | None = None) -> dict:
     from ulmfit.text.lm_io import load_lm
     from ulmfit.text.lm_train import perplexity
     from ulmfit.text.readers import load_corpus
+    from ulmfit.text.text_classifier import resolve_device
     from ulmfit.text.tokenizer import TextTokenizer
 
     model, _ = load_lm(model_dir)
+    if device:
+        model.to(resolve_device(device))
     from ulmfit.phases import _is_table
 
     texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if _is_table(data) else None))
@@ -251,7 +255,7 @@ def _train_cols(model_dir: str):
 
 
 def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: int = 1, fmt: str = "jsonl",
-                bs: int = 64) -> None:
+                bs: int = 64, device: str | None = None) -> None:
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
     from ulmfit.phases import _is_table
     from ulmfit.text.readers import load_corpus, read_texts
@@ -259,7 +263,7 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
 
     if fmt not in ("jsonl", "csv"):
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
-    clf = load_classifier(model_dir)
+    clf = load_classifier(model_dir, device)
     if file:
         texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if _is_table(file)
                  else list(load_corpus(file)))

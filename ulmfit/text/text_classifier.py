@@ -107,6 +107,10 @@ class TextClassifier:
         """One dict per text: label (or labels for multi-label), probability, top_k list."""
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
+    def to(self, device) -> "TextClassifier":
+        self.model.to(device)
+        return self
+
 
 def prediction_rows(clf, texts: list[str], probs: np.ndarray, top_k: int) -> list[dict]:
     """The rows `predict` prints: label, probability, top-k (and labels over threshold, multi-label)."""
@@ -148,6 +152,10 @@ class TransformersTextClassifier:
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
+    def to(self, device) -> "TransformersTextClassifier":
+        self.model.to(device)
+        return self
+
 
 class EnsembleClassifier:
     """Several classifiers over the same classes (a forward and a backward one, as in the ULMFiT
@@ -174,6 +182,11 @@ class EnsembleClassifier:
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
+    def to(self, device) -> "EnsembleClassifier":
+        for m in self.members:
+            m.to(device)
+        return self
+
     @staticmethod
     def save(folder: str | Path, members: list[str | Path]) -> Path:
         d = Path(folder)
@@ -189,12 +202,36 @@ class EnsembleClassifier:
             rel = json.loads((d / ENSEMBLE_NAME).read_text(encoding="utf-8"))["members"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise UlmfitError(f"{d / ENSEMBLE_NAME} is not an ensemble file ({e})") from None
-        return cls([load_classifier(d / r) for r in rel])
+        return cls([_load_classifier(d / r) for r in rel])
 
 
-def load_classifier(folder: str | Path):
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (or None): the first GPU when torch sees one, else the CPU; ``cpu``, ``cuda``,
+    ``cuda:N`` as given, with a clear error when that device is not here."""
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UlmfitError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UlmfitError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UlmfitError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPUs); "
+                          "use --device cpu")
+    return dev
+
+
+def load_classifier(folder: str | Path, device: str | None = None):
     """Any classifier folder ulmfit writes: an AWD-LSTM run, a transformers run (or its model/),
-    an exported folder, or an ensemble (``ensemble.json``)."""
+    an exported folder, or an ensemble (``ensemble.json``); on the CPU, or on ``device`` (see
+    :func:`resolve_device`) when given."""
+    clf = _load_classifier(folder)
+    return clf.to(resolve_device(device)) if device else clf
+
+
+def _load_classifier(folder: str | Path):
     d = Path(folder)
     if (d / ENSEMBLE_NAME).is_file():
         return EnsembleClassifier.load(d)
