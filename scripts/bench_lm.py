@@ -9,6 +9,8 @@ Implementations (``--impls``):
   ulmfit         our model, decoder + cross-entropy fused and chunked (``model(ids, targets)``)
   ulmfit-lstm32  as ulmfit, but the LSTMs stay fp32 under bf16 autocast (``lstm_autocast=False``)
   ulmfit-logits  our model, full logits then F.cross_entropy (what ``model(ids)`` gives)
+  ulmfit-nowd    as ulmfit with weight dropout off (weight_p 0): the LSTM kernel on its own weights,
+                 the reference for what weight dropout costs
   fastai         fastai's own model, loss (+ RNNRegularizer's AR/TAR) and Adam (fastai==2.8.12
                  installed in the same environment): the peer, side by side in one run
   fastai-style   a re-implementation of fastai's technique, for machines without fastai:
@@ -196,7 +198,8 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
     elif impl == "fastai-style":
         model, cfg = fastai_style_model(vocab_size, preset)
     else:
-        cfg = AWDLSTMConfig.preset(preset, vocab_size, lstm_autocast=impl != "ulmfit-lstm32")
+        extra = {"weight_p": 0.0} if impl == "ulmfit-nowd" else {}
+        cfg = AWDLSTMConfig.preset(preset, vocab_size, lstm_autocast=impl != "ulmfit-lstm32", **extra)
         model = AWDLSTMLanguageModel(cfg)
     model.to(device).train()
     if impl == "fastai":  # fastai's own optimizer (its Adam, as `Learner` builds it)
@@ -206,7 +209,7 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
     else:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
     bf16 = dtype == "bf16"
-    fused = impl in ("ulmfit", "ulmfit-lstm32")
+    fused = impl in ("ulmfit", "ulmfit-lstm32", "ulmfit-nowd")
     times = []
     for i in range(warmup + steps):
         s = (i * SEQ) % (n - SEQ - 1)
