@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ulmfit import __version__
-from ulmfit.core.checkpoint import atomic_write, atomic_write_text
+from ulmfit.core.checkpoint import atomic_write, atomic_write_text, weights_state
 from ulmfit.errors import UlmfitError
 from ulmfit.hub_code import CODE_FILES, MODEL_TYPE, generate_code
 
@@ -127,8 +127,7 @@ export_to_hub = export_run
 def _save_weights(model: torch.nn.Module, path: Path, prefix: str) -> None:
     from safetensors.torch import save_file
 
-    state = {prefix + k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if not (prefix == "lm." and k == _TIED)}
+    state = {prefix + k: v for k, v in weights_state(model).items()}  # an LM's tied decoder stored once
     meta = {"format": "pt", "ulmfit_version": __version__}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 

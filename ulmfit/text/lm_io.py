@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ulmfit.core.checkpoint import atomic_write, atomic_write_text
+from ulmfit.core.checkpoint import atomic_write, atomic_write_text, weights_state
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
 
@@ -45,7 +45,7 @@ def save_lm(model: AWDLSTMLanguageModel, config: AWDLSTMConfig, out_dir: str | o
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != DEC_W}
+    state = weights_state(model)  # the tie stored once, under EMB (the encoder is registered first)
     atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "tied": DEC_W + "=" + EMB}))
     atomic_write_text(out / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
     return out
