@@ -33,7 +33,7 @@ RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint
 
 
 def _fields_epilog(phase: str) -> str:
-    from ulmfit.config import PHASES, fields_help
+    from ulmfit.phases.config import PHASES, fields_help
 
     rows = fields_help(PHASES[phase])
     return "\b\nConfig fields (--set key=value; defaults shown, a recipe's section overrides them):\n" + \
@@ -61,9 +61,8 @@ def pretrain(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, ou
              quiet: bool = QUIET, resume: bool = RESUME):
     """Phase 1: train an AWD-LSTM language model from scratch on a corpus (default WikiText-2)."""
     from ulmfit import phases
-    from ulmfit.config import phase_config
 
-    cfg = phase_config("pretrain", config, set_, out)
+    cfg = phases.phase_config("pretrain", config, set_, out)
     _emit(phases.pretrain(cfg, quiet=quiet, resume=resume))
 
 
@@ -73,10 +72,9 @@ def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET,
                 quiet: bool = QUIET, resume: bool = RESUME):
     """Phase 2: fine-tune a pretrained LM on the target domain's texts (discriminative LRs, STLR)."""
     from ulmfit import phases
-    from ulmfit.config import phase_config
 
     extra = [f"pretrained={pretrained}"] if pretrained else []
-    cfg = phase_config("finetune_lm", config, list(set_ or []) + extra, out)
+    cfg = phases.phase_config("finetune_lm", config, list(set_ or []) + extra, out)
     _emit(phases.finetune_lm(cfg, quiet=quiet, resume=resume))
 
 
@@ -86,10 +84,9 @@ def train_classifier(config: Optional[str] = CONFIG, set_: Optional[List[str]] =
                      quiet: bool = QUIET, resume: bool = RESUME):
     """Phase 3: train a text classifier with gradual unfreezing; evaluates on the test file if given."""
     from ulmfit import phases
-    from ulmfit.config import phase_config
 
     extra = [f"encoder={encoder}"] if encoder else []
-    cfg = phase_config("classifier", config, list(set_ or []) + extra, out)
+    cfg = phases.phase_config("classifier", config, list(set_ or []) + extra, out)
     _emit(phases.train_classifier(cfg, quiet=quiet, resume=resume))
 
 
@@ -102,13 +99,12 @@ def lr_find(phase: str = typer.Argument("classifier", help="Which phase's set-up
             quiet: bool = QUIET):
     """LR range test: sweep the LR exponentially, write lr_find.json and lr_find.png, print suggestions."""
     from ulmfit import phases
-    from ulmfit.config import phase_config
 
     phase = phase.replace("-", "_")
     if phase not in ("pretrain", "finetune_lm", "classifier"):
         raise UlmfitError(f"lr-find phase must be pretrain, finetune_lm or classifier, got {phase!r}")
-    cfg = phase_config(phase, config, set_, out)
-    res = phases.lr_find_phase(phase, cfg, start_lr=start_lr, end_lr=end_lr, num_it=num_it, quiet=quiet)
+    cfg = phases.phase_config(phase, config, set_, out)
+    res = phases.lr_find(phase, cfg, start_lr=start_lr, end_lr=end_lr, num_it=num_it, quiet=quiet)
     _emit({"suggested_lr": res.suggestion, **{f"lr_{k}": v for k, v in res.suggestions.items()}})
 
 
@@ -164,9 +160,8 @@ def run(config: str = typer.Argument(..., help="A recipe with pretrain / finetun
         quiet: bool = QUIET):
     """Run every phase of a recipe in order, skipping phases whose output already exists."""
     from ulmfit import phases
-    from ulmfit.config import recipe_config
 
-    cfg = recipe_config(config, set_, out)
+    cfg = phases.recipe_config(config, set_, out)
     _emit(phases.run_recipe(cfg, force=force, quiet=quiet))
 
 
@@ -222,7 +217,7 @@ def train_vision(config: str = typer.Option("configs/vision-digits.yaml", "--con
     """Image transfer on the same core: pretrain a ResNet on MNIST-5k, transfer to digits with few labels
     per class, compare strategies (accuracy with and without TTA). Needs the `vision` extra."""
     try:
-        from ulmfit.vision.transfer import run_transfer
+        from ulmfit.phases.vision import run_transfer
     except ImportError as e:
         raise UlmfitError(f"train-vision needs torchvision: pip install 'ulmfit[vision]' ({e})") from None
     _emit(run_transfer(config, out, threads, methods, per_class))
@@ -264,7 +259,7 @@ def entry() -> None:
         code = main()
     finally:
         if "torch" in sys.modules:  # a phase ran: under torchrun, leave the process group cleanly
-            from ulmfit.core.trainer import shutdown_distributed
+            from ulmfit.core.accel import shutdown_distributed
 
             shutdown_distributed()
     sys.exit(code)

@@ -78,8 +78,8 @@ def fastai_style_model(vocab_size: int, preset: str):
     import torch.nn.functional as F
     from torch import nn
 
-    from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
-    from ulmfit.text.dropouts import dropout_mask
+    from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
+    from ulmfit.text.awd_lstm.dropouts import dropout_mask
 
     class SetattrWeightDrop(nn.Module):
         def __init__(self, lstm: nn.LSTM, p: float):
@@ -121,7 +121,7 @@ def fastai_model(vocab_size: int, preset: str):
     from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_lm_config
     from fastai.text.models.core import get_language_model
 
-    from ulmfit.text.awd_lstm import AWDLSTMConfig
+    from ulmfit.text.awd_lstm.model import AWDLSTMConfig
 
     cfg = AWDLSTMConfig.preset(preset, vocab_size)
     conf = dict(awd_lstm_lm_config, emb_sz=cfg.emb_size, n_hid=cfg.n_hid, n_layers=cfg.n_layers)
@@ -188,7 +188,7 @@ def measure(preset: str, dtype: str, impl: str, steps: int, warmup: int, threads
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(42)
-    from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel, lm_loss
+    from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel, lm_loss
 
     ids, vocab_size = build_stream(DATA)
     n = len(ids) // BS

@@ -38,7 +38,7 @@ def read_texts(path: Path, n: int) -> list[str]:
 
 def build_classifier(args):
     from ulmfit.hub import export_run, is_exported, load_exported_classifier
-    from ulmfit.text.text_classifier import TextClassifier
+    from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_onnx_"))
     if args.model:
@@ -50,10 +50,10 @@ def build_classifier(args):
         return load_exported_classifier(out), out / "model.onnx", str(src)
     import torch
 
-    from ulmfit.onnx_export import export_onnx
-    from ulmfit.text.awd_lstm import AWDLSTMConfig
-    from ulmfit.text.classifier import AWDLSTMClassifier, classifier_encoder_config
-    from ulmfit.text.tokenizer import TextTokenizer
+    from ulmfit.hub.onnx import export_onnx
+    from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+    from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, classifier_encoder_config
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
     torch.manual_seed(0)
     tok = TextTokenizer.train(read_texts(DATA / "train.csv", 5000), min_freq=3)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from ulmfit.onnx_export import OnnxPredictor
+    from ulmfit.hub.onnx import OnnxPredictor
 
     clf, onnx_path, what = build_classifier(args)
     texts = read_texts(DATA / "test.csv", args.n)

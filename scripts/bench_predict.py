@@ -32,10 +32,10 @@ def read_imdb(split: str, n: int) -> list[str]:
 
 
 def random_classifier(arch: str):
-    from ulmfit.text.awd_lstm import AWDLSTMConfig
-    from ulmfit.text.classifier import AWDLSTMClassifier, classifier_encoder_config
-    from ulmfit.text.text_classifier import TextClassifier
-    from ulmfit.text.tokenizer import TextTokenizer
+    from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+    from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, classifier_encoder_config
+    from ulmfit.text.awd_lstm.text_classifier import TextClassifier
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
     tok = TextTokenizer.train(read_imdb("train", 5000))
     cfg = classifier_encoder_config(AWDLSTMConfig.preset(arch, len(tok)), 0.5)
@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    from ulmfit.text.text_classifier import load_classifier
+    from ulmfit.phases import load_classifier
 
     clf = load_classifier(args.model) if args.model else random_classifier(args.arch)
     texts = read_imdb("test", args.n)

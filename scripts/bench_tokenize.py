@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ulmfit.text.fast_words import pick_workers  # noqa: E402
-from ulmfit.text.lm_data import numericalize_to_memmap  # noqa: E402
-from ulmfit.text.readers import split_wikitext_articles  # noqa: E402
-from ulmfit.text.tokenizer import TextTokenizer  # noqa: E402
+from ulmfit.text.tokenize.fast_words import pick_workers  # noqa: E402
+from ulmfit.text.data.lm_data import numericalize_to_memmap  # noqa: E402
+from ulmfit.text.data.readers import split_wikitext_articles  # noqa: E402
+from ulmfit.text.tokenize.tokenizer import TextTokenizer  # noqa: E402
 
 
 def rss_mb():

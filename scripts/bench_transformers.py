@@ -82,7 +82,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
-    from ulmfit.text.transformers_lm import finetune_transformer_lm, train_transformer_classifier
+    from ulmfit.text.transformers.train import finetune_transformer_lm, train_transformer_classifier
 
     model = args.model or default_model()
     d = Path(args.data) / args.task

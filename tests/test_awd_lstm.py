@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text import awd_lstm
-from ulmfit.text.awd_lstm import (AWDLSTMConfig, AWDLSTMEncoder, AWDLSTMLanguageModel,
+from ulmfit.text.awd_lstm import model as awd_lstm
+from ulmfit.text.awd_lstm.model import (AWDLSTMConfig, AWDLSTMEncoder, AWDLSTMLanguageModel,
                                   linear_cross_entropy, lm_loss)
-from ulmfit.text.dropouts import EmbeddingDropout, RNNDropout, WeightDrop
+from ulmfit.text.awd_lstm.dropouts import EmbeddingDropout, RNNDropout, WeightDrop
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

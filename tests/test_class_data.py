@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.class_data import ClassificationBatches
+from ulmfit.text.data.class_data import ClassificationBatches
 
 
 def _data(n=300, seed=0):
@@ -61,7 +61,7 @@ def test_multilabel_and_ranks():
 
 
 def test_transformers_sortish_sampler_covers_all_with_less_padding_and_follows_the_epoch():
-    from ulmfit.text.transformers_data import SortishBatchSampler
+    from ulmfit.text.transformers.data import SortishBatchSampler
 
     lengths = np.random.default_rng(0).integers(3, 60, 500)
     s = SortishBatchSampler(lengths, 32, seed=7)

@@ -1,8 +1,8 @@
 import torch
 
 from ulmfit.core import LayerGroups
-from ulmfit.text.awd_lstm import AWDLSTMConfig
-from ulmfit.text.classifier import AWDLSTMClassifier, align_to_chunks, masked_concat_pool
+from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, align_to_chunks, masked_concat_pool
 
 PAD = 1
 

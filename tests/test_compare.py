@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ulmfit.config import recipe_config
+from ulmfit.phases.config import recipe_config
 from ulmfit.errors import UlmfitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +29,16 @@ def _merge(a: dict, b: dict) -> dict:
 @pytest.fixture(scope="session")
 def recipe(tmp_path_factory):
     """A tiny pretrained + fine-tuned LM (shared by every test) and a recipe that points at them."""
-    from ulmfit.config import recipe_config
+    from ulmfit.phases.config import recipe_config
     from ulmfit.phases import finetune_lm, pretrain
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     root = tmp_path_factory.mktemp("compare")
     base = yaml.safe_load((ROOT / "configs" / "cpu-small.yaml").read_text())
-    for phase in ("pretrain", "finetune_lm", "classifier"):
+    for data in [base["data"]] + [base[phase].get("data") or {} for phase in ("pretrain", "finetune_lm", "classifier")]:
         for part in ("train", "valid", "test"):
-            if part in base[phase]["data"]:
-                base[phase]["data"][part] = str(DATA / Path(base[phase]["data"][part]).relative_to("../shared/data"))
+            if part in data:
+                data[part] = str(DATA / Path(data[part]).relative_to("../shared/data"))
     base = _merge(base, {
         "out": str(root / "recipe"),
         "pretrain": {"data": {"max_items": 12}, "model": {"emb_size": 32, "n_hid": 48},

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ulmfit.config import PretrainConfig, apply_overrides, from_dict, phase_config, recipe_config
+from ulmfit.phases.config import PretrainConfig, TrainSection, apply_overrides, from_dict, phase_config, recipe_config
 from ulmfit.errors import UlmfitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +48,11 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
     import torch
 
     from ulmfit.core.groups import LayerGroups
-    from ulmfit.text.lm_train import make_streams, train_config
-    from ulmfit.text.tokenizer import TextTokenizer
+    from ulmfit.text.awd_lstm.lm_train import make_streams
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
     cfg = from_dict(PretrainConfig, apply_overrides({}, ["train.eps=1e-5", "train.variable_bptt=false"]))
-    assert train_config(cfg.train, quiet=True).eps == 1e-5
+    assert cfg.train.trainer_config(quiet=True).eps == 1e-5
     texts = [f"sentence number {i} is here ." for i in range(400)]
     tok = TextTokenizer.train(texts, min_freq=1)
     lens = {}
@@ -70,13 +70,13 @@ def test_lm_optimizer_and_bptt_settings_reach_the_trainer(tmp_path):
 def test_partial_section_keeps_the_phase_defaults():
     """A recipe that sets only some train keys keeps the phase's own defaults for the rest
     (finetune_lm: gradual + STLR; pretrain: clip 1.0), not the generic TrainSection ones."""
-    from ulmfit.config import FinetuneLMConfig, TrainSection
+    from ulmfit.phases.config import FinetuneLMConfig, TrainSection
 
     ft = from_dict(FinetuneLMConfig, {"train": {"lr": [0.02, 0.002]}})
-    assert ft.train.strategy == "gradual" and ft.train.schedule == "stlr" and ft.train.epochs == [1, 1]
+    assert ft.train.strategy == "gradual" and ft.train.schedule == "stlr" and ft.train.epochs == [1, 3]
     assert ft.train.lr == [0.02, 0.002]
     pre = from_dict(PretrainConfig, {"train": {"epochs": 2}}).train
-    assert pre.clip == 1.0 and pre.eps == 1e-6
+    assert pre.clip == 1.0 and pre.eps is None and pre.trainer_config(quiet=True).eps == 1e-6
     assert from_dict(PretrainConfig, {"train": {"clip": 0.5}}).train.clip == 0.5
     assert from_dict(PretrainConfig, {"train": {"clip": None}}).train.clip is None
     assert TrainSection().clip == 0.25  # classifier and LM fine-tuning clip at AWD-LSTM's 0.25
@@ -86,9 +86,9 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     """pretrain's one-cycle moves Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner) and warms up
     over 40% of the steps; both reach the schedule the trainer builds, an explicit schedule_args or
     train.pct_start wins, and schedules other than one-cycle get neither (they would refuse them)."""
-    from ulmfit.config import PRETRAIN_MOMS, PRETRAIN_PCT_START, ClassifierConfig, TrainSection
+    from ulmfit.phases.config import PRETRAIN_MOMS, PRETRAIN_PCT_START, ClassifierConfig, TrainSection
     from ulmfit.core import make_schedule
-    from ulmfit.phases import _stages
+    from ulmfit.phases.common import stages_for as _stages
 
     pre = from_dict(PretrainConfig, {"train": {"epochs": 1}}).train
     assert pre.moms == PRETRAIN_MOMS == [0.8, 0.7, 0.8]
@@ -124,3 +124,66 @@ def test_yaml_no_stays_a_string_and_true_false_stay_booleans():
     assert cfg.data.multi_label is True and cfg.train.schedule == "on"
     with pytest.raises(UlmfitError, match="true or false"):
         from_dict(PretrainConfig, apply_overrides({}, ["train.variable_bptt=yes"]))
+
+
+def test_configuration_doc_is_current():
+    """docs/configuration.md is generated from the config classes; regenerate it with
+    `python scripts/gen_config_docs.py` after changing a field."""
+    from pathlib import Path
+
+    from ulmfit.phases.config_docs import field_comments, render
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert doc.read_text(encoding="utf-8") == render(), "stale: run python scripts/gen_config_docs.py"
+    assert field_comments(TrainSection)["moms"].startswith("one_cycle: Adam's beta1")
+    assert "| `train.lr_factor` | `1.0` |" in render()  # the classifier's default: no discriminative factor
+
+
+def test_recipe_names_its_data_once():
+    """A recipe's top-level `data` reaches phases 2 and 3 (not pretraining's corpus), so one
+    `--set data.train=... --set data.test=...` points a shipped recipe at a user's files."""
+    recipe = ROOT / "configs" / "cpu-small.yaml"
+    r = recipe_config(str(recipe), ["data.train=mine.csv", "data.test=mine_test.csv", "data.text_cols=body"])
+    assert r.finetune_lm.data.train == r.classifier.data.train == "mine.csv"
+    assert r.classifier.data.test == "mine_test.csv" and r.classifier.data.text_cols == ["body"]
+    assert r.pretrain.data.train.endswith("wikitext-2/train.txt")
+    assert r.classifier.data.label_col == "label" and r.data.train == "mine.csv"
+    # a section's own --set wins over the recipe-wide one; single-phase commands read the recipe's data too
+    r = recipe_config(str(recipe), ["data.train=mine.csv", "classifier.data.train=labelled.csv"])
+    assert r.finetune_lm.data.train == "mine.csv" and r.classifier.data.train == "labelled.csv"
+    c = phase_config("classifier", str(recipe), ["data.train=mine.csv"])
+    assert c.data.train == "mine.csv" and c.data.test.endswith("trec6/test.csv")
+    assert phase_config("finetune_lm", str(recipe), []).data.train.endswith("trec6/train.csv")
+    with pytest.raises(UlmfitError, match="data.trian.*did you mean 'train'"):
+        recipe_config(str(recipe), ["data.trian=x.csv"])
+
+
+def test_section_data_wins_over_the_recipe_data(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("data: {train: a.csv, test: t.csv}\nfinetune_lm: {data: {train: unlabelled.txt}}\n"
+                 "classifier: {data: {train_size: 50}}\n")
+    r = recipe_config(str(p), [])
+    assert r.finetune_lm.data.train == "unlabelled.txt" and r.classifier.data.train == "a.csv"
+    assert r.classifier.data.train_size == 50 and r.classifier.data.test == "t.csv"
+
+
+def test_run_out_puts_every_phase_under_it(tmp_path):
+    """`ulmfit run RECIPE --out DIR` writes every phase under DIR, even where a section names its own
+    `out` (trec6.yaml shares its LM as runs/wikitext2-small when run without --out)."""
+    recipe = ROOT / "configs" / "trec6.yaml"
+    assert recipe_config(str(recipe), []).pretrain.out == "runs/wikitext2-small"
+    r = recipe_config(str(recipe), [], out=str(tmp_path / "x"))
+    for phase in ("pretrain", "finetune_lm", "classifier"):
+        assert getattr(r, phase).out == str(tmp_path / "x" / phase)
+    assert r.finetune_lm.pretrained == r.pretrain.out and r.classifier.encoder == r.finetune_lm.out
+
+
+def test_phase_defaults_are_the_measured_recipe():
+    """Without a recipe each phase uses the best settings measured (the quickstart's): no
+    discriminative factor for the classifier or from-scratch pretraining."""
+    from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
+
+    clf, ft, pre = ClassifierConfig().train, FinetuneLMConfig().train, PretrainConfig().train
+    assert clf.lr_factor == 1.0 and clf.epochs == [1, 1, 1, 6] and clf.lr == [0.04, 0.02, 0.01, 0.005]
+    assert ft.lr_factor == 2.6 and ft.epochs == [1, 3] and ft.lr == [0.01, 0.003] and ft.weight_decay == 0.1
+    assert pre.lr_factor is None and PretrainConfig().model.drop_mult == 0.5

@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 
 from cli_helpers import DATA, TINY, ulmfit
-from ulmfit.config import recipe_config
+from ulmfit.phases.config import recipe_config
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import backward_recipe
-from ulmfit.text.text_classifier import EnsembleClassifier, TextClassifier, load_classifier
+from ulmfit.core.predictions import EnsembleClassifier
+from ulmfit.phases import load_classifier
+from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 
 
 def test_backward_recipe_chains_backward_phases(tmp_path):

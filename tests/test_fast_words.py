@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ulmfit.text import fast_words as F
-from ulmfit.text import rules as R
-from ulmfit.text.readers import split_wikitext_articles
-from ulmfit.text.tokenizer import TextTokenizer
+from ulmfit.text.tokenize import fast_words as F
+from ulmfit.text.tokenize import rules as R
+from ulmfit.text.data.readers import split_wikitext_articles
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
 from tests.test_tokenizer import data_dir
 
 EDGE = ["HELLO World", "Hello,world", "don't stop", "1,000.5 and 3.5x e.g. a.b", "aaaa!!!! ....",

@@ -47,7 +47,7 @@ def exported(run_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reference(run_dir):
-    from ulmfit.text.text_classifier import TextClassifier
+    from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 
     return TextClassifier.load(run_dir / "classifier")
 
@@ -123,8 +123,10 @@ def test_export_layout(exported, reference):
 def test_remote_code_is_generated_from_the_package(exported):
     import inspect
 
-    from ulmfit.hub_code import generate_code
-    from ulmfit.text import awd_lstm, classifier, dropouts, rules, tokenizer
+    from ulmfit.hub.code import generate_code
+    from ulmfit.text.awd_lstm import classifier, dropouts
+    from ulmfit.text.awd_lstm import model as awd_lstm
+    from ulmfit.text.tokenize import rules, tokenizer
 
     d = exported["clas"]
     modeling = (d / "modeling_ulmfit.py").read_text()
@@ -161,7 +163,7 @@ def test_transformers_pipeline_probabilities_equal_ulmfit_predict(isolated, refe
 
 
 def test_transformers_causal_lm_logits_equal_ours(isolated, exported, run_dir):
-    from ulmfit.text.lm_io import load_lm
+    from ulmfit.text.awd_lstm.lm_io import load_lm
 
     model, _ = load_lm(run_dir / "finetune_lm")
     model.eval().reset()
@@ -200,7 +202,8 @@ def test_card_has_metadata_recipe_and_real_metrics(exported, run_dir):
 
 # ---- round trip back into ulmfit ------------------------------------------------------------------
 def test_round_trip_export_import_predict_identical(exported, reference, texts, monkeypatch):
-    from ulmfit.hub import load_classifier, load_exported_classifier
+    from ulmfit.hub import load_exported_classifier
+    from ulmfit.phases import load_classifier
 
     def refuse(*a, **k):
         raise AssertionError("loading an export must not unpickle")
@@ -217,8 +220,8 @@ def test_round_trip_export_import_predict_identical(exported, reference, texts, 
 
 def test_exported_lm_round_trip_starts_phase_two(exported, run_dir):
     from ulmfit.hub import load_exported_lm
-    from ulmfit.text.lm_io import load_lm, transfer_vocab
-    from ulmfit.text.tokenizer import TextTokenizer
+    from ulmfit.text.awd_lstm.lm_io import load_lm, transfer_vocab
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
     model, tok = load_exported_lm(exported["lm"])
     ref, _ = load_lm(run_dir / "finetune_lm")
@@ -233,7 +236,7 @@ def test_exported_lm_round_trip_starts_phase_two(exported, run_dir):
 # ---- ONNX -----------------------------------------------------------------------------------------
 def test_onnx_probabilities_match_pytorch(exported, reference, texts):
     pytest.importorskip("onnxruntime")
-    from ulmfit.onnx_export import OnnxPredictor, pad_batch
+    from ulmfit.hub.onnx import OnnxPredictor, pad_batch
 
     pred = OnnxPredictor(exported["clas"] / "model.onnx", reference.tokenizer, threads=1)
     ours = reference.predict_proba(texts)

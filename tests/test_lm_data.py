@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.lm_data import LMStream, load_memmap, numericalize_to_memmap
-from ulmfit.text.tokenizer import TextTokenizer
+from ulmfit.text.data.lm_data import LMStream, load_memmap, numericalize_to_memmap
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 
 def _docs(n_docs=20, size=50):

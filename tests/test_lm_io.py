@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.awd_lstm import AWDLSTMConfig, AWDLSTMLanguageModel
-from ulmfit.text.lm_io import load_fastai_lm, load_lm, read_fastai_vocab, save_lm, transfer_vocab
+from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
+from ulmfit.text.awd_lstm.lm_io import load_fastai_lm, load_lm, read_fastai_vocab, save_lm, transfer_vocab
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,9 +5,9 @@ import logging
 import pytest
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.cache import TokenCache, file_hash
-from ulmfit.text.readers import load_classification, load_corpus, read_texts
-from ulmfit.text.tokenizer import TextTokenizer
+from ulmfit.text.data.cache import TokenCache, file_hash
+from ulmfit.text.data.readers import load_classification, load_corpus, read_texts
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 ROWS = [("good movie", "pos"), ("bad movie", "neg"), ("great film", "pos"), ("awful", "neg")] * 5
 
@@ -124,16 +124,16 @@ def test_cache_reused(tmp_path):
     assert (cache.misses, cache.hits) == (1, 1)
     assert ids1.tolist() == ids2.tolist() and l1.tolist() == l2.tolist()
     assert [a.tolist() for a in TokenCache.split(ids2, l2)] == tok.encode_batch(texts)
-    from ulmfit.text.rules import RuleConfig
+    from ulmfit.text.tokenize.rules import RuleConfig
     tok2 = TextTokenizer.train(texts, min_freq=1, rules=RuleConfig(case=False))
     cache.get_or_encode(tok2, texts, file_hash(p))
     assert cache.misses == 2
 
 
 def test_phases_reuse_cached_tokens(tmp_path, monkeypatch):
-    from ulmfit.clas_phase import _ids
-    from ulmfit.text.lm_train import make_streams
-    from ulmfit.text.text_classifier import TextClassifier
+    from ulmfit.phases.classifier import _ids
+    from ulmfit.text.awd_lstm.lm_train import make_streams
+    from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 
     texts = [f"text number {i} about movies and films" for i in range(50)]
     tok = TextTokenizer.train(texts, min_freq=1)

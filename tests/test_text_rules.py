@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ulmfit.text import rules as R
+from ulmfit.text.tokenize import rules as R
 
 
 def test_fix_html():

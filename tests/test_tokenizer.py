@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.special import SPECIAL_TOKENS
-from ulmfit.text.tokenizer import TextTokenizer
+from ulmfit.text.tokenize.special import SPECIAL_TOKENS
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 CORPUS = ["The cat sat on the mat .", "The dog sat on the log .", "the cat and the dog"] * 3
 
@@ -84,7 +84,7 @@ def test_subword(kind):
 
 @pytest.mark.slow
 def test_wikitext2_train():
-    from ulmfit.text.readers import split_wikitext_articles
+    from ulmfit.text.data.readers import split_wikitext_articles
     f = data_dir() / "wikitext-2" / "train.txt"
     arts = split_wikitext_articles(f.read_text(encoding="utf-8"))
     assert len(arts) == 629

@@ -19,11 +19,11 @@ transformers.logging.set_verbosity_error()
 
 from ulmfit.core import lr_spec_to_list  # noqa: E402
 from ulmfit.errors import UlmfitError  # noqa: E402
-from ulmfit.text.transformers_backbone import (  # noqa: E402
+from ulmfit.text.transformers.backbone import (  # noqa: E402
     LMWrapper, build_classifier, layer_groups, load_transformer_classifier, resolve_lr_factor,
     split_transformer,
 )
-from ulmfit.text.transformers_lm import (  # noqa: E402
+from ulmfit.text.transformers.train import (  # noqa: E402
     build_classifier_trainer, finetune_transformer_lm, make_stages, train_transformer_classifier,
 )
 
@@ -190,7 +190,7 @@ def test_short_classifier_beats_majority():
 
 
 def test_lr_find_and_concat_pooling_on_tiny_gpt2(tmp_path):
-    from ulmfit.text.transformers_lm import transformer_lr_find
+    from ulmfit.text.transformers.train import transformer_lr_find
 
     folder = _tiny_gpt2_folder(tmp_path)
     texts = ["the cat sat on the mat .", "a dog ran in the park ."] * 16

@@ -16,14 +16,15 @@ __version__ = "0.1.0"
 from ulmfit.errors import UlmfitError  # noqa: E402
 
 _LAZY = {
-    "load_recipe": ("ulmfit.config", "load_recipe"),
-    "pretrain": ("ulmfit.phases", "pretrain"),
-    "finetune_lm": ("ulmfit.phases", "finetune_lm"),
-    "train_classifier": ("ulmfit.phases", "train_classifier"),
-    "lr_find": ("ulmfit.phases", "lr_find_phase"),
-    "run_recipe": ("ulmfit.phases", "run_recipe"),
-    "evaluate": ("ulmfit.phases", "evaluate"),
-    "TextClassifier": ("ulmfit.text.text_classifier", "TextClassifier"),
+    "load_recipe": ("ulmfit.phases.config", "load_recipe"),
+    "pretrain": ("ulmfit.phases.backends", "pretrain"),
+    "finetune_lm": ("ulmfit.phases.backends", "finetune_lm"),
+    "train_classifier": ("ulmfit.phases.backends", "train_classifier"),
+    "lr_find": ("ulmfit.phases.backends", "lr_find"),
+    "run_recipe": ("ulmfit.phases.recipe", "run_recipe"),
+    "evaluate": ("ulmfit.phases.use", "evaluate"),
+    "load_classifier": ("ulmfit.phases.backends", "load_classifier"),
+    "TextClassifier": ("ulmfit.text.awd_lstm.text_classifier", "TextClassifier"),
 }
 
 

@@ -1,0 +1,201 @@
+"""The backend table: what each kind of model (``model.type``) does in each phase.
+
+Every phase entry point, ``compare``, ``export``, ``predict`` and ``evaluate`` ask this table;
+adding a backend is one new :class:`Backend` entry. A backend that lacks a phase says so in one
+line (``pretrain`` of a transformers checkpoint, say), and a ``train.*`` field it cannot honour is
+refused before anything runs instead of being dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ulmfit.core.device import resolve_device
+from ulmfit.core.predictions import EnsembleClassifier
+from ulmfit.errors import UlmfitError
+from ulmfit.phases import classifier, lm, transformers
+from ulmfit.phases.config import TrainSection
+from ulmfit.phases.runs import RunInfo, read_run
+from ulmfit.text.awd_lstm.hub_format import load_exported_classifier, load_exported_lm
+from ulmfit.text.awd_lstm.lm_io import load_lm, read_lm_config
+from ulmfit.text.awd_lstm.text_classifier import TextClassifier
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
+from ulmfit.text.transformers.text_classifier import TransformersTextClassifier
+
+
+def _missing(backend: str, what: str, hint: str = "") -> Callable:
+    def refuse(*_, **__):
+        raise UlmfitError(f"model.type {backend} has no {what}{'; ' + hint if hint else ''}")
+    return refuse
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    pretrain: Callable
+    finetune_lm: Callable
+    train_classifier: Callable
+    load_classifier: Callable       # run folder -> object with classes / predict / predict_proba
+    load_lm: Callable               # run folder -> (model, tokenizer)
+    lr_find: Callable | None = None  # (phase, cfg, start, end, num_it, quiet) -> LRFinderResult
+    # train.* fields this backend ignores: a recipe that changes one from its default is refused
+    unsupported_train: frozenset = field(default_factory=frozenset)
+    exportable: bool = False        # `ulmfit export` writes it as a Hub folder
+    ensembles: bool = False         # forward + backward ensemble
+    layer_groups: Callable | None = None  # (classifier config, encoder folder) -> number of groups
+
+
+def _awd_load_classifier(info: RunInfo):
+    return load_exported_classifier(info.path) if info.exported else TextClassifier.load(info.path)
+
+
+def _transformers_load_classifier(info: RunInfo):
+    model = info.path / "model"
+    return TransformersTextClassifier.load(model if (model / "ulmfit_head.json").is_file() else info.path)
+
+
+def _awd_load_lm(info: RunInfo):
+    if info.exported:
+        return load_exported_lm(info.path)
+    return load_lm(info.path)[0], TextTokenizer.load(info.path)
+
+
+def _awd_lr_find(phase, cfg, start_lr, end_lr, num_it, quiet):
+    if phase == "classifier":
+        return classifier.lr_find_classifier(cfg, start_lr, end_lr, num_it, quiet)
+    return lm.lr_find_lm(phase, cfg, start_lr, end_lr, num_it, quiet)
+
+
+def _awd_groups(clf_cfg, encoder: str | None) -> int:
+    """Layer groups of the AWD-LSTM classifier: the embedding, each LSTM, the head."""
+    if encoder and (Path(encoder) / "lm_config.json").exists():
+        return read_lm_config(Path(encoder) / "lm_config.json").n_layers + 2
+    return lm.awd_config(clf_cfg.model, 10).n_layers + 2
+
+
+BACKENDS: dict[str, Backend] = {
+    "awd_lstm": Backend(
+        "awd_lstm", lm.pretrain, lm.finetune_lm, classifier.train_classifier, _awd_load_classifier, _awd_load_lm,
+        lr_find=_awd_lr_find, exportable=True, ensembles=True, layer_groups=_awd_groups),
+    "transformers": Backend(
+        "transformers",
+        _missing("transformers", "pretraining phase", "a transformers checkpoint starts at finetune-lm"),
+        transformers.finetune_lm, transformers.train_classifier,
+        _transformers_load_classifier,
+        _missing("transformers", "AWD-LSTM language model to load"),
+        unsupported_train=frozenset(transformers.UNSUPPORTED_TRAIN)),
+    "vision": Backend(
+        "vision", *(_missing("vision", what, "use `ulmfit train-vision` or `ulmfit compare` on a vision recipe")
+                    for what in ("text pretraining", "LM fine-tuning", "text classifier")),
+        _missing("vision", "text classifier to load"), _missing("vision", "language model")),
+}
+
+
+def backend(name: str) -> Backend:
+    """The table's entry for ``model.type`` (one line listing the choices when it is unknown)."""
+    if name not in BACKENDS:
+        raise UlmfitError(f"model.type must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return BACKENDS[name]
+
+
+def backend_of(info: RunInfo) -> Backend:
+    return backend(info.backend)
+
+
+def check_train_fields(cfg) -> None:
+    """Refuse a train.* field the config's backend would ignore, when it differs from the default."""
+    b = backend(cfg.model.type)
+    default = TrainSection()
+    for f in sorted(b.unsupported_train):
+        if getattr(cfg.train, f) != getattr(default, f):
+            raise UlmfitError(f"train.{f} is not supported for model.type {b.name} (got {getattr(cfg.train, f)!r}); "
+                              f"remove it from the recipe")
+
+
+# ---- phases ------------------------------------------------------------------------------------
+
+class RunResult(dict):
+    """A phase's metrics (a plain dict, printed as JSON by the CLI) plus where its outputs are.
+
+    ``result.load()`` loads what the phase saved; for a classifier ``result.predict(texts)`` works
+    directly, so a notebook needs no second step."""
+
+    def __init__(self, metrics: dict, out: Path):
+        super().__init__(metrics)
+        self.out = Path(out)
+        self.kind = read_run(self.out).kind
+
+    def load(self):
+        return load_classifier(self.out) if self.kind != "lm" else load_language_model(self.out)[0]
+
+    def predict(self, texts: list[str], top_k: int = 1) -> list[dict]:
+        if self.kind == "lm":
+            raise UlmfitError("predict needs a classifier result (train_classifier)")
+        if not hasattr(self, "_clf"):
+            self._clf = self.load()
+        return self._clf.predict(list(texts), top_k=top_k)
+
+    def generate(self, prompt: str, n_words: int = 40, temperature: float = 1.0) -> str:
+        return lm.generate(str(self.out), prompt, n_words, temperature)
+
+
+def _run(phase: str, cfg, quiet: bool, resume: bool) -> RunResult:
+    check_train_fields(cfg)
+    fn = getattr(backend(cfg.model.type), phase)
+    return RunResult(fn(cfg, quiet=quiet, resume=resume), Path(cfg.out))
+
+
+def pretrain(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+    """Phase 1: train a language model from scratch; returns its metrics (and where it is)."""
+    return _run("pretrain", cfg, quiet, resume)
+
+
+def finetune_lm(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+    """Phase 2: fine-tune a pretrained language model on the target domain's texts."""
+    return _run("finetune_lm", cfg, quiet, resume)
+
+
+def train_classifier(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+    """Phase 3: train a classifier on the encoder; evaluates on valid and test."""
+    return _run("train_classifier", cfg, quiet, resume)
+
+
+def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):
+    """LR range test on a phase's set-up; writes lr_find.json / lr_find.png to cfg.out and returns
+    the LRFinderResult (it draws itself inline in a notebook; ``.suggestion`` is the LR)."""
+    b = backend(cfg.model.type)
+    if b.lr_find is None:
+        raise UlmfitError(f"lr-find is not available for model.type {b.name} from the CLI; use "
+                          "ulmfit.text.transformers.train.transformer_lr_find in Python")
+    return b.lr_find(phase, cfg, start_lr, end_lr, num_it, quiet)
+
+
+# ---- loading any run folder --------------------------------------------------------------------
+
+def load_classifier(folder: str | Path, device: str | None = None):
+    """Any classifier folder ulmfit writes: an AWD-LSTM run, a transformers run, an exported folder
+    or an ensemble; on the CPU, or on ``device`` (auto, cpu, cuda, cuda:N) when given."""
+    info = read_run(folder)
+    if info.kind == "ensemble":
+        clf = EnsembleClassifier.load(info.path, load_classifier)
+    elif info.kind == "classifier":
+        clf = backend_of(info).load_classifier(info)
+    else:
+        raise UlmfitError(f"{info.path} is a language model, not a classifier")
+    return clf.to(resolve_device(device)) if device else clf
+
+
+def load_language_model(folder: str | Path):
+    """(model, tokenizer) of a language-model folder: ours or an exported one."""
+    info = read_run(folder)
+    if info.kind != "lm":
+        raise UlmfitError(f"{info.path} is a {info.kind}, not a language model")
+    return backend_of(info).load_lm(info)
+
+
+def replace_train(section, **changes):
+    """A copy of a phase config whose train section has ``changes``."""
+    return dataclasses.replace(section, train=dataclasses.replace(section.train, **changes))

@@ -1,0 +1,101 @@
+"""Plumbing every phase shares: ranks and logging, reading an LM corpus, the strategy of a train
+section, the token cache, and writing a finished phase's outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ulmfit.core import build_strategy
+from ulmfit.errors import UlmfitError
+from ulmfit.phases import reports
+from ulmfit.phases.config import save_yaml
+from ulmfit.phases.runs import write_manifest
+from ulmfit.text.data.cache import TokenCache
+from ulmfit.text.data.readers import load_corpus
+
+DATA_ROOT = Path(os.environ.get("ULMFIT_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process (torchrun sets RANK / WORLD_SIZE)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def log(msg: str, quiet: bool) -> None:
+    """A progress line on stderr, from rank 0 only."""
+    if not quiet and world()[0] == 0:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def stages_for(t, n_groups: int):
+    """The core stages of a train section (strategy, epochs, LRs, schedule) for ``n_groups`` groups."""
+    return build_strategy(t.strategy, n_groups, epochs=t.epochs, lr=t.lr, lr_factor=t.lr_factor,
+                          schedule=t.schedule, schedule_args=t.schedule_kwargs(), stages=t.stages)
+
+
+def is_table(path: str) -> bool:
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
+
+
+def token_cache(data):
+    """The on-disk cache of tokenized texts a phase uses (None when ``data.cache`` is off)."""
+    return TokenCache(data.cache_dir) if data.cache else None
+
+
+def _limit(texts: list, n: int | None) -> list:
+    return texts if not n else texts[:n]
+
+
+def _split_docs(texts: list[str], valid_pct: float, seed: int) -> tuple[list[str], list[str]]:
+    if not 0 < valid_pct < 1:
+        raise UlmfitError(f"valid_pct={valid_pct} must be between 0 and 1 (or give data.valid)")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(texts))
+    n_valid = max(1, int(round(len(texts) * valid_pct)))
+    valid = set(idx[:n_valid].tolist())
+    return [t for i, t in enumerate(texts) if i not in valid], [texts[i] for i in sorted(valid)]
+
+
+def lm_texts(data, default_train: Path | None) -> tuple[list[str], list[str]]:
+    """Training and validation documents of an LM corpus from a DataConfig."""
+    train = data.train or (str(default_train) if default_train else None)
+    if not train:
+        raise UlmfitError("no training data: set data.train to a file or folder")
+    cols = data.text_cols if is_table(train) else None
+    texts = _limit(list(load_corpus(train, text_cols=cols, wikitext_articles=data.articles)), data.max_items)
+    if data.valid:
+        valid = _limit(list(load_corpus(data.valid, text_cols=cols, wikitext_articles=data.articles)),
+                       data.max_items and max(1, data.max_items // 10))
+    else:
+        texts, valid = _split_docs(texts, data.valid_pct, 0)
+    if not texts or not valid:
+        raise UlmfitError(f"{train}: no documents left for training or validation")
+    return texts, valid
+
+
+def last_metrics(history: list[dict], prefix: str = "valid_") -> dict:
+    return {k: v for k, v in (history[-1] if history else {}).items() if k.startswith(prefix)}
+
+
+def finish(out: Path, cfg, run: dict, title: str, what: str, started: float, metrics: dict, history: list[dict],
+           quiet: bool) -> dict:
+    """Write a finished phase's config.yaml, run.json, metrics, curves and report.md; clear its
+    checkpoints and work files. ``run`` is the manifest: kind, backend, phase, parent, tokenizer."""
+    metrics["wall_s"] = round(time.time() - started, 2)
+    save_yaml(cfg, out / "config.yaml")
+    write_manifest(out, **run)
+    reports.write_metrics(out, metrics)
+    reports.plot_history(history, out / "training_curves.png")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out / "work", ignore_errors=True)
+    files = sorted(p.name for p in out.iterdir() if p.is_file()) + ["report.md"]
+    reports.write_report(out, title, what, started, metrics, history, sorted(set(files)))
+    log(f"wrote {out}", quiet)
+    return metrics

@@ -1,0 +1,162 @@
+"""Run folders: the manifest every phase writes, and the one function that says what a folder holds.
+
+Every phase writes ``run.json`` next to its outputs::
+
+    {"kind": "lm" | "classifier" | "ensemble", "backend": "awd_lstm" | "transformers" | "vision",
+     "phase": "pretrain" | "finetune_lm" | "classifier" | "ensemble", "tokenizer": "tokenizer.json",
+     "parent": "<the LM or encoder folder it started from, or null>", "ulmfit_version": "..."}
+
+:func:`read_run` answers "what is this folder?" for every reader (predict, evaluate, export,
+compare, phase 2's and phase 3's inputs). Folders written before manifests existed, exported Hub
+folders and plain transformers folders have none; for them (and only here) the answer is read
+from the files the folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from ulmfit import __version__
+from ulmfit.core.checkpoint import atomic_write_text
+from ulmfit.errors import UlmfitError
+
+MANIFEST = "run.json"
+KINDS = ("lm", "classifier", "ensemble")
+PHASE_DIRS = ("classifier", "finetune_lm", "pretrain")  # a recipe run's phases, the model-holding first
+
+
+@dataclass
+class RunInfo:
+    path: Path                  # the folder itself
+    kind: str                   # lm | classifier | ensemble
+    backend: str                # awd_lstm | transformers | vision
+    phase: str | None = None    # pretrain | finetune_lm | classifier | ensemble | export
+    parent: str | None = None   # the LM / encoder folder this run started from
+    tokenizer: str | None = None
+    exported: bool = False      # an `ulmfit export` (Hub) folder
+    manifest: bool = False      # read from run.json (False: recognised from its files)
+
+    def config(self) -> dict:
+        """The run's resolved config.yaml ({} when it has none)."""
+        return _read_yaml(self.path / "config.yaml")
+
+    def metrics(self) -> dict:
+        return _read_json(self.path / "metrics.json")
+
+
+def write_manifest(out: str | Path, kind: str, backend: str, phase: str, parent: str | None = None,
+                   tokenizer: str | None = "tokenizer.json") -> Path:
+    """Write ``run.json`` into ``out``; returns its path."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}")
+    data = {"kind": kind, "backend": backend, "phase": phase, "tokenizer": tokenizer,
+            "parent": str(parent) if parent else None, "ulmfit_version": __version__}
+    path = Path(out) / MANIFEST
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def read_run(folder: str | Path) -> RunInfo:
+    """What ``folder`` holds (a UlmfitError naming the folder when it holds no model ulmfit knows)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise UlmfitError(f"model folder {d} does not exist")
+    if (d / MANIFEST).is_file():
+        m = _read_json(d / MANIFEST)
+        if m.get("kind") not in KINDS or not m.get("backend"):
+            raise UlmfitError(f"{d / MANIFEST} is not an ulmfit run manifest (kind and backend missing)")
+        return RunInfo(d, m["kind"], m["backend"], m.get("phase"), m.get("parent"), m.get("tokenizer"),
+                       manifest=True)
+    info = _recognise(d)
+    if info is None:
+        raise UlmfitError(f"{d} holds no model ulmfit knows: expected a run folder (run.json), a classifier, "
+                          "a language model, an ensemble or an `ulmfit export` folder")
+    return info
+
+
+def _recognise(d: Path) -> RunInfo | None:
+    """The kind of a folder without a manifest, from the files it holds."""
+    cfg = _read_yaml(d / "config.yaml") if (d / "config.yaml").is_file() else {}
+    if (d / "ensemble.json").is_file():
+        return RunInfo(d, "ensemble", "awd_lstm", "ensemble")
+    if (d / "classifier_config.json").is_file():
+        return RunInfo(d, "classifier", "awd_lstm", "classifier", cfg.get("encoder"), "tokenizer.json")
+    for cand in (d, d / "model"):
+        if (cand / "ulmfit_head.json").is_file():
+            return RunInfo(d, "classifier", "transformers", "classifier", cfg.get("encoder"), "model")
+    if (d / "lm_config.json").is_file():
+        phase = "finetune_lm" if (d / "encoder.safetensors").is_file() or cfg.get("pretrained") else "pretrain"
+        return RunInfo(d, "lm", "awd_lstm", phase, cfg.get("pretrained"), "tokenizer.json")
+    hf = _read_json(d / "config.json") if (d / "config.json").is_file() else {}
+    if hf.get("model_type") == "ulmfit":
+        kind = "classifier" if hf.get("task") == "text-classification" else "lm"
+        return RunInfo(d, kind, "awd_lstm", "export", None, "tokenizer.json", exported=True)
+    if hf.get("model_type"):
+        return RunInfo(d, "lm", "transformers", "finetune_lm" if cfg else None, cfg.get("pretrained"), ".")
+    return None
+
+
+def find_model(run_dir: str | Path) -> RunInfo:
+    """The model a folder stands for: the folder itself, or in a recipe run (``ulmfit run --out``)
+    its classifier, else its fine-tuned LM, else its pretrained LM."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise UlmfitError(f"run folder {d} does not exist")
+    for cand in (d, *(d / p for p in PHASE_DIRS)):
+        if cand.is_dir() and ((cand / MANIFEST).is_file() or _recognise(cand) is not None):
+            return read_run(cand)
+    raise UlmfitError(f"{d} holds no trained model: expected a classifier or LM folder, or a recipe run with "
+                      "classifier/, finetune_lm/ or pretrain/ in it")
+
+
+def lineage(folder: str | Path) -> list[RunInfo]:
+    """The runs from the first phase to ``folder``, as far as their folders still exist."""
+    chain, seen = [], set()
+    d: Path | None = Path(folder)
+    while d is not None and d.is_dir() and d.resolve() not in seen:
+        seen.add(d.resolve())
+        try:
+            info = read_run(d)
+        except UlmfitError:
+            break
+        chain.append(info)
+        d = _parent_dir(info)
+    return chain[::-1]
+
+
+def _parent_dir(info: RunInfo) -> Path | None:
+    if not info.parent:
+        return None
+    p = Path(info.parent)
+    if p.is_dir():
+        return p
+    sibling = info.path.parent / ("finetune_lm" if info.phase == "classifier" else "pretrain")
+    return sibling if sibling.is_dir() else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UlmfitError(f"{path} is not valid JSON: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UlmfitError(f"{path} is not valid YAML: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def manifest_dict(info: RunInfo) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(info).items()}

