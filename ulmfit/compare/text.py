@@ -48,11 +48,23 @@ from ulmfit.phases.runs import read_run
 
 CORE = ("gradual", "full", "chain_thaw", "head_only")
 ABLATIONS = ("no_pretraining", "no_lm_finetuning", "lm_no_discriminative", "lm_no_stlr", "one_cycle", "stlr")
-LM_ABLATION = {"lm_no_discriminative": ["finetune_lm.train.lr_factor=null"],
-               "lm_no_stlr": ["finetune_lm.train.schedule=one_cycle"]}
+LM_ABLATION = {"lm_no_discriminative": {"train": {"lr_factor": None}},
+               "lm_no_stlr": {"train": {"schedule": "one_cycle"}}}
 
 
-# ---- strategies -> config overrides ----------------------------------------------------------
+# ---- strategies -> config changes --------------------------------------------------------------
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, nested mappings key by key (neither is modified)."""
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _num(x: float):
+    return int(x) if float(x).is_integer() else x
+
 
 def _budget(clf: ClassifierConfig) -> tuple[float, float, float]:
     """(total epochs, head LR, all-groups LR) of the recipe's classifier schedule: `full` and
@@ -74,54 +86,57 @@ def _n_groups(clf: ClassifierConfig, encoder: str | None) -> int | None:
     return count(clf, encoder) if count else None
 
 
+def _split_extra(name: str, extra: list[str]) -> tuple[list[str], list[str]]:
+    """A strategy's `compare.overrides` (--set style) as (phase-2, phase-3) overrides, prefixes removed."""
+    ft, cl = [], []
+    for o in extra:
+        key = o.split("=", 1)[0].strip()
+        if key.startswith(("finetune_lm.", "classifier.")):
+            (ft if key.startswith("finetune_lm.") else cl).append(o.split(".", 1)[1])
+        else:
+            raise UlmfitError(f"compare override {o!r} for strategy {name!r} must start with "
+                              "classifier. or finetune_lm.")
+    return ft, cl
+
+
 def strategy_plan(name: str, clf: ClassifierConfig, extra: list[str]) -> dict:
-    """What one strategy changes: `lm` (finetuned | pretrained | none), phase-2 overrides and
-    classifier overrides (both `finetune_lm.` / `classifier.`-prefixed, --set style)."""
+    """What one strategy changes: `lm` (finetuned | pretrained | none), the changes to the phase-2
+    and classifier sections (nested mappings), and the recipe's own overrides for it."""
     total, head, whole = _budget(clf)
-    lm, ft, cl = "finetuned", [], []
+    lm, ft, cl = "finetuned", {}, {}
     if name == "gradual" or name not in CORE + ABLATIONS:
         if clf.train.strategy != "gradual":
-            cl = ["classifier.train.strategy=gradual"]
+            cl = {"train": {"strategy": "gradual"}}
     elif name == "full":
-        cl = ["classifier.train.strategy=full", f"classifier.train.epochs={total:g}",
-              f"classifier.train.lr={json.dumps(whole)}"]
+        cl = {"train": {"strategy": "full", "epochs": _num(total), "lr": whole}}
     elif name == "head_only":
-        cl = ["classifier.train.strategy=head_only", f"classifier.train.epochs={total:g}",
-              f"classifier.train.lr={json.dumps(head)}"]
+        cl = {"train": {"strategy": "head_only", "epochs": _num(total), "lr": head}}
     elif name == "chain_thaw":
-        cl = ["classifier.train.strategy=chain_thaw"]  # epochs / lr filled in once the encoder is known
+        cl = {"train": {"strategy": "chain_thaw"}}  # epochs / lr filled in once the encoder is known
     elif name == "no_pretraining":
         lm = "none"
     elif name == "no_lm_finetuning":
         lm = "pretrained"
     elif name in LM_ABLATION:
-        ft = list(LM_ABLATION[name])
+        ft = copy.deepcopy(LM_ABLATION[name])
     elif name in ("one_cycle", "stlr"):
-        cl = [f"classifier.train.schedule={name}"]
-    for o in extra:
-        key = o.split("=", 1)[0].strip()
-        if key.startswith("finetune_lm."):
-            ft.append(o)
-        elif key.startswith("classifier."):
-            cl.append(o)
-        else:
-            raise UlmfitError(f"compare override {o!r} for strategy {name!r} must start with "
-                              "classifier. or finetune_lm.")
-    return {"lm": lm, "finetune": ft, "classifier": cl, "chain_thaw": name == "chain_thaw",
-            "budget": (total, head, whole)}
+        cl = {"train": {"schedule": name}}
+    ft_sets, cl_sets = _split_extra(name, extra)
+    return {"lm": lm, "finetune": ft, "classifier": cl, "finetune_sets": ft_sets, "classifier_sets": cl_sets,
+            "chain_thaw": name == "chain_thaw", "budget": (total, head, whole)}
 
 
-def _chain_thaw_overrides(plan: dict, clf: ClassifierConfig, encoder: str | None) -> list[str]:
+def _chain_thaw_changes(plan: dict, clf: ClassifierConfig, encoder: str | None) -> dict:
     """Chain-thaw (head, each group alone bottom-up, then all) in the same epoch budget; the head
-    stage gets the head LR, each lone group exactly the all-groups LR (so discriminative factors
-    do not shrink it), the last stage the all-groups LR with discriminative factors."""
+    stage gets the head LR, each lone group exactly the all-groups LR (its stage LR is raised by
+    the discriminative factor the core divides it by), the last stage the all-groups LR."""
     n = _n_groups(clf, encoder)
     total, head, whole = plan["budget"]
     if n is None or not isinstance(whole, (int, float)) or not isinstance(head, (int, float)):
-        return [f"classifier.train.epochs={total:g}"]
+        return {"train": {"epochs": _num(total)}}
     f = clf.train.lr_factor or 1.0
     lrs = [head] + [float(f"{whole * f ** (n - 1 - i):.6g}") for i in range(n - 1)] + [whole]
-    return [f"classifier.train.epochs={round(total / (n + 1), 4):g}", f"classifier.train.lr={json.dumps(lrs)}"]
+    return {"train": {"epochs": _num(round(total / (n + 1), 4)), "lr": lrs}}
 
 
 # ---- shared LM phases --------------------------------------------------------------------------
@@ -158,17 +173,17 @@ class LMs:
             self._pretrained = self._get_pretrained()
         return self._pretrained
 
-    def architecture(self) -> list[str]:
-        """`classifier.model.*` overrides that give a random encoder (no_pretraining) the same
+    def architecture(self) -> dict:
+        """The classifier `model` keys that give a random encoder (no_pretraining) the same
         architecture as the pretrained LM, read from the recipe without running anything."""
         keys = ("emb_size", "n_hid", "n_layers")
         ft = self.raw.get("finetune_lm") or {}
         src = Path(str(ft.get("pretrained") or "")) / "lm_config.json"
         if ft.get("pretrained") and src.exists():
             d = json.loads(src.read_text(encoding="utf-8"))
-            return [f"classifier.model.{k}={d[k]}" for k in keys if d.get(k)]
+            return {k: d[k] for k in keys if d.get(k)}
         m = (self.raw.get("pretrain") or {}).get("model") or {}
-        return [f"classifier.model.{k}={m[k]}" for k in ("arch",) + keys if m.get(k) is not None]
+        return {k: m[k] for k in ("arch",) + keys if m.get(k) is not None}
 
     def _get_pretrained(self) -> str:
         ft = self.raw.get("finetune_lm") or {}
@@ -197,15 +212,15 @@ class LMs:
             save_weights(load_language_model(src)[0].encoder, dst / "encoder.safetensors")
         return str(dst)
 
-    def finetuned(self, overrides: list[str], label: str) -> str:
-        key = tuple(sorted(overrides))
+    def finetuned(self, changes: dict, sets: list[str], label: str) -> str:
+        """The phase-2 variant with ``changes`` (a nested mapping) and ``sets`` (--set style)."""
+        key = (json.dumps(changes, sort_keys=True),) + tuple(sorted(sets)) if changes or sets else ()
         if key in self.variants:
             return self.variants[key]
         if not self.raw.get("finetune_lm"):
             raise UlmfitError(f"strategy {label!r} needs phase 2: give the recipe a `finetune_lm` section "
                               "(or set classifier.encoder to a fine-tuned LM)")
-        data = apply_overrides({"finetune_lm": copy.deepcopy(self.raw["finetune_lm"])}, list(overrides))
-        section = dict(data["finetune_lm"])
+        section = apply_overrides(merge(self.raw["finetune_lm"], changes), list(sets))
         section["pretrained"] = self.pretrained()
         tag = "finetune" if not key else f"finetune-{label}"
         section["out"] = str(self.root / tag)
@@ -214,34 +229,32 @@ class LMs:
         return self.variants[key]
 
 
+def _encoder_for(plan: dict, strategy: str, lms: LMs, explicit_encoder) -> tuple[str | None, dict]:
+    """(the run's encoder folder or None, model keys for a random encoder) of one strategy."""
+    if plan["lm"] == "none":
+        return None, lms.architecture()
+    if plan["lm"] == "pretrained":
+        return lms.pretrained_encoder(), {}
+    if explicit_encoder is not None and not plan["finetune"] and not plan["finetune_sets"]:
+        return explicit_encoder, {}
+    return lms.finetuned(plan["finetune"], plan["finetune_sets"], strategy), {}
+
+
 def one_run(strategy, plan, seed, size, clf_section: dict, lms: LMs, explicit_encoder, run_dir: Path,
-             quiet: bool) -> dict:
+            quiet: bool) -> dict:
     def train():
-        sets = list(plan["classifier"])
-        if any(o.split("=", 1)[0].strip() == "classifier.encoder" for o in sets):
-            encoder = "keep"
-        elif plan["lm"] == "none":
-            encoder = None
-            model = clf_section.get("model") or {}
-            sets = [o for o in lms.architecture() if o.split("=")[0].split(".")[-1] not in model] + sets
-        elif plan["lm"] == "pretrained":
-            encoder = lms.pretrained_encoder()
-        elif explicit_encoder is not None and not plan["finetune"]:
-            encoder = explicit_encoder
-        else:
-            encoder = lms.finetuned(plan["finetune"], strategy)
-        data = {"classifier": copy.deepcopy(clf_section)}
-        if encoder != "keep":
-            data["classifier"]["encoder"] = encoder
-        data = apply_overrides(data, sets)
-        section = dict(data["classifier"])
+        sets = plan["classifier_sets"]
+        section = merge(clf_section, plan["classifier"])
+        if not any(o.split("=", 1)[0].strip() == "encoder" for o in sets):
+            encoder, arch = _encoder_for(plan, strategy, lms, explicit_encoder)
+            section = merge(section, {"model": {k: v for k, v in arch.items()
+                                                if k not in (clf_section.get("model") or {})}})
+            section["encoder"] = encoder
+        section = apply_overrides(section, sets)
         if plan["chain_thaw"]:
             base = from_dict(ClassifierConfig, section, "classifier.")
-            data = apply_overrides(data, _chain_thaw_overrides(plan, base, base.encoder) + sets[1:])
-            section = dict(data["classifier"])
-        section["train"] = {**(section.get("train") or {}), "seed": seed}
-        section["data"] = {**(section.get("data") or {}), "train_size": size}
-        section["out"] = str(run_dir)
+            section = apply_overrides(merge(section, _chain_thaw_changes(plan, base, base.encoder)), sets)
+        section = merge(section, {"train": {"seed": seed}, "data": {"train_size": size}, "out": str(run_dir)})
         return train_classifier(from_dict(ClassifierConfig, section, "classifier."), quiet=True)
 
     return guarded_run(strategy, seed, size, run_dir, train)

@@ -30,6 +30,7 @@ from ulmfit.compare.rows import guarded_run
 from ulmfit.core.checkpoint import atomic_write_text
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.vision import augment_for, fit_method, pretrain, split, stage_epochs
+from ulmfit.phases.vision_config import vision_recipe
 from ulmfit.vision import few_shot, load_builtin
 from ulmfit.vision.train import predict
 
@@ -44,12 +45,12 @@ class VisionRuns:
         for key in ("model", "augment", "pretrain", "transfer"):
             if not isinstance(raw.get(key), dict):
                 raise UlmfitError(f"the vision recipe has no `{key}` section")
-        self.cfg, self.root, self.quiet = raw, root, quiet
+        self.cfg, self.root, self.quiet = vision_recipe(raw), root, quiet
         self.times: dict[str, float] = {}
         self._pool = self._test = self._pre = None
 
     def default_sizes(self) -> list:
-        return list(self.cfg["transfer"].get("per_class") or ["all"])
+        return list(self.cfg.transfer.per_class or ["all"])
 
     def _setup(self):
         if self._pre is None:
@@ -59,14 +60,13 @@ class VisionRuns:
                     open(self.root / "pretrain.jsonl", "a", encoding="utf-8") as sink, contextlib.redirect_stdout(echo):
                 self._pre = pretrain(self.cfg, self.root, sink)
             self.times["pretrain (reused)" if reused else "pretrain"] = round(time.time() - t0, 1)
-            t = self.cfg["transfer"]
-            self._pool, self._test = split(load_builtin(t["data"]), t["test_size"],
-                                           self.cfg.get("train", {}).get("seed", 0))
+            t = self.cfg.transfer
+            self._pool, self._test = split(load_builtin(t.data), t.test_size, self.cfg.train.seed)
         return self._pre, self._pool, self._test
 
     def _data(self, size: int | None, seed: int):
         _, pool, _ = self._setup()
-        n_valid = int(self.cfg["transfer"].get("valid_size", 200))
+        n_valid = self.cfg.transfer.valid_size
         if size is None:
             return split(pool, n_valid, seed)
         labelled, rest = few_shot(pool, size, seed)
@@ -94,9 +94,8 @@ class VisionRuns:
                    "valid_accuracy": res["valid_accuracy"], "test_accuracy": float((preds == y).mean()),
                    "test_macro_f1": float(f1_score(y, preds, average="macro")),
                    "lr_find": [x["suggested_lr"] for x in res["lr_find"]]}
-        tta = cfg.get("tta", {})
-        if tta.get("n"):
-            tp = predict(model, test, aug, tta["n"], tta.get("beta", 0.25), seed=seed)
+        if cfg.tta.n:
+            tp = predict(model, test, aug, cfg.tta.n, cfg.tta.beta, seed=seed)
             metrics["test_accuracy_tta"] = float((tp.argmax(-1).numpy() == y).mean())
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in _cumulative(res["history"])))
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))

@@ -86,7 +86,7 @@ BACKENDS: dict[str, Backend] = {
         transformers.finetune_lm, transformers.train_classifier,
         _transformers_load_classifier,
         _missing("transformers", "AWD-LSTM language model to load"),
-        unsupported_train=frozenset(transformers.UNSUPPORTED_TRAIN)),
+        lr_find=transformers.lr_find, unsupported_train=frozenset(transformers.UNSUPPORTED_TRAIN)),
     "vision": Backend(
         "vision", *(_missing("vision", what, "use `ulmfit train-vision` or `ulmfit compare` on a vision recipe")
                     for what in ("text pretraining", "LM fine-tuning", "text classifier")),
@@ -166,10 +166,10 @@ def train_classifier(cfg, quiet: bool = False, resume: bool = False) -> RunResul
 def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):
     """LR range test on a phase's set-up; writes lr_find.json / lr_find.png to cfg.out and returns
     the LRFinderResult (it draws itself inline in a notebook; ``.suggestion`` is the LR)."""
+    check_train_fields(cfg)
     b = backend(cfg.model.type)
     if b.lr_find is None:
-        raise UlmfitError(f"lr-find is not available for model.type {b.name} from the CLI; use "
-                          "ulmfit.text.transformers.train.transformer_lr_find in Python")
+        raise UlmfitError(f"lr-find is not available for model.type {b.name}")
     return b.lr_find(phase, cfg, start_lr, end_lr, num_it, quiet)
 
 

@@ -13,14 +13,15 @@ from ulmfit.errors import UlmfitError
 from ulmfit.phases.classifier import load_labelled
 from ulmfit.phases.common import finish, lm_texts, log
 from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
-from ulmfit.text.transformers.train import finetune_transformer_lm, train_transformer_classifier
+from ulmfit.text.transformers.train import (finetune_transformer_lm, train_transformer_classifier,
+                                            transformer_lr_find)
 
 # train.* fields of the AWD-LSTM's language-model loop that a transformers backbone has no use for
 UNSUPPORTED_TRAIN = ("bptt", "variable_bptt", "alpha", "beta")
 BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults for transformers (the recipe's train.betas / eps win)
 
 
-def _common(cfg, quiet: bool) -> dict:
+def trainer_kwargs(cfg, quiet: bool) -> dict:
     if quiet:
         from transformers.utils import logging as hf_logging
 
@@ -60,7 +61,7 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
     src = _source(cfg.pretrained, cfg)
     train, valid = lm_texts(cfg.data, None)
     log(f"finetune-lm (transformers {src}): {len(train)} training / {len(valid)} validation texts", quiet)
-    res = finetune_transformer_lm(src, train, cfg.out, valid_texts=valid, **_common(cfg, quiet))
+    res = finetune_transformer_lm(src, train, cfg.out, valid_texts=valid, **trainer_kwargs(cfg, quiet))
     metrics = {"valid_loss": res.valid_loss, "valid_perplexity": res.perplexity, "kind": res.kind,
                "train_seconds": res.train_seconds, "fresh_weights": len(res.fresh_weights)}
     what = (f"Continued {res.kind}-LM training of `{src}` on `{cfg.data.train}` ({len(train)} texts), "
@@ -85,13 +86,25 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
     res = train_transformer_classifier(
         src, data.train.texts, names(data.train), data.valid.texts, names(data.valid),
         test.texts if test else None, names(test) if test else None,
-        pooling=cfg.model.pooling, out_dir=cfg.out, **_common(cfg, quiet))
+        pooling=cfg.model.pooling, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
     what = (f"Fine-tuned `{src}` as a classifier ({cfg.model.pooling} pooling) on `{d.train}` "
             f"({len(data.train)} labelled texts), strategy `{t.strategy}`; the model is in `model/`.")
     run = dict(kind="classifier", backend="transformers", phase="classifier", parent=src, tokenizer="model")
     return finish(Path(cfg.out), cfg, run, "ulmfit train-classifier (transformers)", what, started, metrics,
                   res.history, quiet)
+
+
+def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):
+    """LR range test on phase 3's set-up for a transformers checkpoint (its first stage's groups)."""
+    if phase != "classifier":
+        raise UlmfitError(f"lr-find for model.type transformers sweeps the classifier phase, not {phase!r}")
+    data = load_labelled(cfg, multi_label=False)
+    res = transformer_lr_find(_source(cfg.encoder, cfg), data.train.texts, [data.classes[i] for i in data.train.labels],
+                              stage=0, start_lr=start_lr, end_lr=end_lr, num_it=num_it, pooling=cfg.model.pooling,
+                              **trainer_kwargs(cfg, quiet))
+    res.save(cfg.out)
+    return res
 
 
 def _no_resume(resume: bool) -> None:

@@ -26,7 +26,7 @@ def test_pretrain_small_then_finetune_on_trec6(tmp_path):
     size), and fine-tuning on TREC-6 questions lowers the TREC-6 perplexity of the pretrained LM."""
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     # 60 articles make a 46-step run: at the recipe's lr 1e-2 the loss stalls (valid perplexity
-    # 3,433); lr 5e-3 gives 233 (README, troubleshooting)
+    # 3,433); lr 5e-3 gives 233 (docs/troubleshooting.md)
     p = json.loads(ulmfit("pretrain", "--config", "configs/cpu-small.yaml", "--out", str(pre), "--quiet",
                           "--set", "data.max_items=60", "--set", "train.max_steps_per_epoch=80",
                           "--set", "train.lr=0.005").stdout)

@@ -9,7 +9,7 @@ from ulmfit.text.tokenize import fast_words as F
 from ulmfit.text.tokenize import rules as R
 from ulmfit.text.data.readers import split_wikitext_articles
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
-from tests.test_tokenizer import data_dir
+from cli_helpers import DATA
 
 EDGE = ["HELLO World", "Hello,world", "don't stop", "1,000.5 and 3.5x e.g. a.b", "aaaa!!!! ....",
         "ha ha ha ha", "École ÉCOLE", "tab\there\xa0nbsp Word\u2003Em \u3000Ideo", "", "a\x00b",
@@ -30,7 +30,7 @@ def rust_path(tok, texts):
 
 @pytest.fixture(scope="module")
 def real():
-    d = data_dir()
+    d = DATA
     wt = split_wikitext_articles((d / "wikitext-2" / "train.txt").read_text(encoding="utf-8"))[:60]
     imdb = pd.read_csv(d / "imdb" / "test.csv")["text"].astype(str).tolist()[:400]
     trec = pd.read_csv(d / "trec6" / "train.csv")["text"].astype(str).tolist()[:400]

@@ -1,20 +1,14 @@
 """TextTokenizer: exact tokens, round trip, vocab thresholds, save/load, subword, slow WikiText."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from cli_helpers import DATA
 from ulmfit.errors import UlmfitError
 from ulmfit.text.tokenize.special import SPECIAL_TOKENS
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 CORPUS = ["The cat sat on the mat .", "The dog sat on the log .", "the cat and the dog"] * 3
-
-
-def data_dir():
-    return Path(os.environ.get("ULMFIT_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def test_subword(kind):
 @pytest.mark.slow
 def test_wikitext2_train():
     from ulmfit.text.data.readers import split_wikitext_articles
-    f = data_dir() / "wikitext-2" / "train.txt"
+    f = DATA / "wikitext-2" / "train.txt"
     arts = split_wikitext_articles(f.read_text(encoding="utf-8"))
     assert len(arts) == 629
     t = TextTokenizer.train(arts, min_freq=3)

@@ -11,10 +11,10 @@ import yaml
 from ulmfit.phases.config import recipe_config
 from ulmfit.errors import UlmfitError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
 # the classifier's epoch budget in the recipe these tests start from (gradual: one per stage summed)
-BUDGET = str(int(sum(recipe_config(str(Path(__file__).resolve().parents[1] / "configs" / "cpu-small.yaml"),
+BUDGET = str(int(sum(recipe_config(str(Path(__file__).resolve().parents[2] / "configs" / "cpu-small.yaml"),
                                     []).classifier.train.epochs)))
 CLS_TINY = {"data": {"max_items": 240}, "train": {"bs": 16, "bptt": 24, "max_steps_per_epoch": 3}}
 
@@ -169,3 +169,25 @@ def test_bad_strategy_and_seeds_fail_clearly(recipe, tmp_path):
         compare(str(recipe), "full", "three", str(tmp_path))
     with pytest.raises(UlmfitError, match="train size"):
         compare(str(recipe), "full", 1, str(tmp_path), train_sizes="ten")
+
+
+def test_strategy_plans_are_config_changes():
+    """Each strategy is a nested change to the recipe's sections (typed values, no --set strings):
+    `full` gets the recipe's epoch budget at the all-groups LR, chain-thaw's lone groups the
+    all-groups LR exactly (raised by the factor the core divides it by)."""
+    from ulmfit.compare.text import _chain_thaw_changes, merge, strategy_plan
+    from ulmfit.phases.config import ClassifierConfig, from_dict
+
+    clf = from_dict(ClassifierConfig, {"train": {"epochs": [1, 1, 1, 6], "lr": [0.04, 0.02, 0.01, 0.005],
+                                                 "lr_factor": 2.0}})
+    full = strategy_plan("full", clf, ["classifier.train.bs=8", "finetune_lm.train.epochs=[1, 2]"])
+    assert full["classifier"] == {"train": {"strategy": "full", "epochs": 9, "lr": 0.005}}
+    assert full["classifier_sets"] == ["train.bs=8"] and full["finetune_sets"] == ["train.epochs=[1, 2]"]
+    assert strategy_plan("lm_no_discriminative", clf, [])["finetune"] == {"train": {"lr_factor": None}}
+    chain = _chain_thaw_changes(strategy_plan("chain_thaw", clf, []), clf, None)
+    n = 5  # small AWD-LSTM: embedding, 3 LSTMs, head
+    assert chain["train"]["lr"] == [0.04] + [0.005 * 2.0 ** (n - 1 - i) for i in range(n - 1)] + [0.005]
+    assert chain["train"]["epochs"] == round(9 / (n + 1), 4)
+    assert merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    with pytest.raises(UlmfitError, match="must start with classifier. or finetune_lm."):
+        strategy_plan("full", clf, ["train.bs=8"])

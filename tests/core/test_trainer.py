@@ -212,7 +212,7 @@ def test_two_processes_match_one(tmp_path):
     evaluating batches the ranks shard unevenly themselves neither hangs nor loses rows."""
     from cli_helpers import torchrun
 
-    script = Path(__file__).parent / "ddp_script.py"
+    script = Path(__file__).parents[1] / "ddp_script.py"
     for n, bs, sub in ((1, 64, "one"), (2, 32, "two")):
         d = tmp_path / sub
         d.mkdir()

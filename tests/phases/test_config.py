@@ -5,7 +5,7 @@ import pytest
 from ulmfit.phases.config import PretrainConfig, TrainSection, apply_overrides, from_dict, phase_config, recipe_config
 from ulmfit.errors import UlmfitError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
@@ -94,7 +94,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     assert pre.moms == PRETRAIN_MOMS == [0.8, 0.7, 0.8]
     (stage,) = _stages(pre, 4)
     sched = make_schedule(stage.schedule, **stage.schedule_args)
-    total = 100  # pretrain warms up over pct_start 0.4 of it (README): beta1 lowest, LR at its peak at 40
+    total = 100  # pretrain warms up over pct_start 0.4 of it (docs/results.md): beta1 lowest, LR at its peak at 40
     assert pre.pct_start == PRETRAIN_PCT_START == 0.4
     assert sched.momentum(0, total) == pytest.approx(0.8)
     assert sched.momentum(40, total) == pytest.approx(0.7)
@@ -102,7 +102,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
     assert sched.lr_mult(40, total) == pytest.approx(1.0) and sched.lr_mult(39, total) < 1.0
     assert sched.lr_mult(25, total) == pytest.approx(0.7037, abs=1e-4)  # 62.5% of the way up the cosine warm-up
     assert TrainSection().schedule_kwargs() == {}  # generic default: the schedule's (0.95, 0.85, 0.95)
-    assert from_dict(ClassifierConfig, {}).train.schedule_kwargs() == {}  # classifiers keep it (README)
+    assert from_dict(ClassifierConfig, {}).train.schedule_kwargs() == {}  # classifiers keep it (docs/results.md)
     own = from_dict(PretrainConfig, {"train": {"schedule_args": {"moms": [0.9, 0.8, 0.9], "pct_start": 0.3}}}).train
     assert own.schedule_kwargs() == {"moms": [0.9, 0.8, 0.9], "pct_start": 0.3}
     assert from_dict(PretrainConfig, {"train": {"pct_start": 0.25}}).train.schedule_kwargs()["pct_start"] == 0.25
@@ -115,7 +115,7 @@ def test_pretrain_cycles_beta1_as_fastai_text_learner():
 
 
 def test_yaml_no_stays_a_string_and_true_false_stay_booleans():
-    """`--set train.mixed_precision=no` (README) is the string "no", not YAML 1.1's False; only
+    """`--set train.mixed_precision=no` (docs/configuration.md) is the string "no", not YAML 1.1's False; only
     true/false are booleans, and numbers like 1e-5 are numbers."""
     d = apply_overrides({}, ["train.mixed_precision=no", "train.variable_bptt=false", "train.eps=1e-5",
                              "data.multi_label=true", "train.schedule=on"])
@@ -133,7 +133,7 @@ def test_configuration_doc_is_current():
 
     from ulmfit.phases.config_docs import field_comments, render
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text(encoding="utf-8") == render(), "stale: run python scripts/gen_config_docs.py"
     assert field_comments(TrainSection)["moms"].startswith("one_cycle: Adam's beta1")
     assert "| `train.lr_factor` | `1.0` |" in render()  # the classifier's default: no discriminative factor
