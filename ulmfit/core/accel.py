@@ -58,9 +58,10 @@ def allow_new_precision(mp: str) -> None:
 
 def gather_ragged(preds: list, targs: list) -> tuple[list, list]:
     """Every rank's CPU tensors, whatever their number and lengths (a rank may have none), in one
-    collective."""
-    got = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(got, (preds, targs))
+    collective (accelerate's gather_object; a single process gets its own lists back)."""
+    from accelerate.utils import gather_object
+
+    got = gather_object([(preds, targs)])
     return [p for ps, _ in got for p in ps], [t for _, ts in got for t in ts]
 
 

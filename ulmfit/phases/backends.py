@@ -8,7 +8,6 @@ refused before anything runs instead of being dropped silently.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -194,8 +193,3 @@ def load_language_model(folder: str | Path):
     if info.kind != "lm":
         raise UlmfitError(f"{info.path} is a {info.kind}, not a language model")
     return backend_of(info).load_lm(info)
-
-
-def replace_train(section, **changes):
-    """A copy of a phase config whose train section has ``changes``."""
-    return dataclasses.replace(section, train=dataclasses.replace(section.train, **changes))

@@ -15,7 +15,7 @@ from the files the folder holds.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -156,7 +156,3 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         raise UlmfitError(f"{path} is not valid YAML: {e}") from None
     return data if isinstance(data, dict) else {}
-
-
-def manifest_dict(info: RunInfo) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(info).items()}

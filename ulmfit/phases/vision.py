@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ulmfit.core import Stage, TrainConfig, build_strategy, set_seed
+from ulmfit.core.schedules import total_epochs_for_sgdr
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.runs import write_manifest
 from ulmfit.phases.vision_config import VisionRecipe, load_vision_recipe
@@ -97,7 +98,7 @@ def method_plan(name: str, cfg: VisionRecipe):
     if name == "fastai":
         r = t.fastai_recipe
         s = r.sgdr
-        cycles = sum(s.cycle_mult ** i for i in range(s.cycles)) * s.cycle_len
+        cycles = total_epochs_for_sgdr(s.cycle_len, s.cycle_mult, s.cycles)
         live = [Stage(epochs=r.frozen_epochs, unfreeze=1, lr=lr, schedule=sched, name="head (augmented)"),
                 {"epochs": cycles, "unfreeze": "all", "lr": r.lr, "lr_factor": f, "schedule": "sgdr",
                  "schedule_args": {"cycle_len": s.cycle_len, "cycle_mult": s.cycle_mult},

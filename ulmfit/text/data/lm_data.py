@@ -14,7 +14,6 @@ number of batches. ``backwards=True`` reads the whole stream in reverse token or
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterable
 
@@ -147,14 +146,3 @@ class LMStream:
             yield rows[:, :-1], rows[:, 1:]
             t += sl
         self.epoch += 1  # a plain second pass gets a new shuffle; set_epoch overrides
-
-
-def lm_stream_from_texts(tokenizer, texts: Iterable[str], path, **kw) -> LMStream:
-    """Numericalize ``texts`` to ``path`` and wrap the result in an ``LMStream``."""
-    ids, offsets = numericalize_to_memmap(tokenizer, texts, path)
-    return LMStream(ids, offsets, **kw)
-
-
-def approx_batches(n_tokens: int, bs: int, bptt: int, world_size: int = 1) -> int:
-    """Rough number of batches per epoch before building a stream."""
-    return max(1, math.ceil((n_tokens // (bs * world_size) - 1) / bptt))
