@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from ulmfit import __version__
-from ulmfit.errors import UlmfitError
+from ulmfit.errors import Interrupted, UlmfitError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -30,6 +30,8 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch
 DEVICE = typer.Option("auto", help="Where the model runs: auto (the GPU when there is one, else the CPU), "
                                    "cpu, cuda or cuda:N.")
 RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
+NO_VERIFY = typer.Option(False, "--no-verify", help="Load weight / tokenizer files even when they changed since the "
+                                                    "run wrote them (hand-edited files).")
 
 
 def _fields_epilog(phase: str) -> str:
@@ -95,7 +97,7 @@ def lr_find(phase: str = typer.Argument("classifier", help="Which phase's set-up
             config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
             start_lr: float = typer.Option(1e-7, help="First LR of the sweep."),
             end_lr: float = typer.Option(10.0, help="Last LR of the sweep."),
-            num_it: int = typer.Option(100, help="Steps in the sweep."),
+            num_it: int = typer.Option(100, min=2, help="Steps in the sweep."),
             quiet: bool = QUIET):
     """LR range test: sweep the LR exponentially, write lr_find.json and lr_find.png, print suggestions."""
     from ulmfit import phases
@@ -113,13 +115,14 @@ def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-c
              data: str = typer.Argument(..., help="Labelled file to evaluate on (csv, tsv, jsonl, parquet...)."),
              text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) (default: the training ones)."),
              label_col: Optional[str] = typer.Option(None, help="Label column (default: the training one)."),
-             out: Optional[str] = OUT, bs: int = typer.Option(64, help="Batch size."),
-             device: str = DEVICE):
+             out: Optional[str] = OUT, bs: int = typer.Option(64, min=1, help="Batch size."),
+             device: str = DEVICE, no_verify: bool = NO_VERIFY):
     """Evaluate a classifier on a labelled file (accuracy, macro-F1, report, confusion matrix), or a
     language model on any text file (perplexity)."""
     from ulmfit import phases
 
-    _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs, device=device))
+    _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs, device=device,
+                          verify=not no_verify))
 
 
 @app.command()
@@ -127,24 +130,25 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify (or use --file, or stdin)."),
             file: Optional[str] = typer.Option(None, "--file", "-f", help="A file of texts (one per line, or a table)."),
             text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) when --file is a table."),
-            top_k: int = typer.Option(1, help="How many labels with probabilities to return per text."),
+            top_k: int = typer.Option(1, min=1, help="How many labels with probabilities to return per text."),
             fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
-            bs: int = typer.Option(64, help="Batch size."),
-            device: str = DEVICE):
+            bs: int = typer.Option(64, min=1, help="Batch size."),
+            device: str = DEVICE, no_verify: bool = NO_VERIFY):
     """Classify texts; prints one JSON line (or CSV row) per text, in input order."""
     from ulmfit import phases
 
     if not texts and not file:
         if sys.stdin.isatty():
             raise UlmfitError("give texts as arguments, --file FILE, or pipe them on stdin")
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs, device=device)
+        texts = [line.rstrip("\n") for line in sys.stdin]  # blank lines get an empty row: output N = input N
+    phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs, device=device,
+                       verify=not no_verify)
 
 
 @app.command()
 def generate(model: str = typer.Argument(..., help="A language-model folder (pretrain / finetune-lm output)."),
              prompt: str = typer.Argument("", help="Text to continue."),
-             n_words: int = typer.Option(40, "--n", help="Tokens to generate."),
+             n_words: int = typer.Option(40, "--n", min=0, help="Tokens to generate."),
              temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
              seed: int = typer.Option(42, help="Random seed.")):
     """Continue a prompt with a trained language model (a quick sanity check)."""
@@ -223,29 +227,38 @@ def train_vision(config: str = typer.Option("configs/vision-digits.yaml", "--con
     _emit(run_transfer(config, out, threads, methods, per_class))
 
 
+def _is_usage_error(e: BaseException) -> bool:
+    """A click usage error, from click itself or the copy of click that newer typer releases carry."""
+    return any(c.__name__ in ("UsageError", "BadParameter", "NoSuchOption", "MissingParameter", "BadOptionUsage",
+                              "BadArgumentUsage", "NoArgsIsHelpError")
+               for c in type(e).__mro__) and callable(getattr(e, "show", None))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; maps errors to exit codes."""
+    """Console entry point; maps errors to exit codes: 2 bad usage or input, 130 interrupted, 1 a bug."""
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
     except UlmfitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except typer.Exit as e:
-        return e.exit_code
     except SystemExit as e:
-        return int(e.code or 0)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        if _is_usage_error(e):
             e.show()
             return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 1
+        if type(e).__name__ == "Abort":  # click's Ctrl-C (its own or typer's copy of click)
+            print("interrupted", file=sys.stderr)
+            return 130
+        if type(e).__name__ == "Exit":  # typer.Exit raised outside click's handling
+            return int(getattr(e, "exit_code", 0) or 0)
         import traceback
 
         traceback.print_exc()

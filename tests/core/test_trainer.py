@@ -9,7 +9,7 @@ from torch import nn
 from core_helpers import make_trainer
 from ulmfit.core import Stage, build_strategy, lr_find
 from ulmfit.core import checkpoint as ckpt
-from ulmfit.errors import UlmfitError
+from ulmfit.errors import Interrupted, UlmfitError
 
 
 def weights(model):
@@ -59,7 +59,8 @@ def crash_after(trainer, stages, n_epochs):
         return orig(*a, **k)
 
     trainer._train_epoch = epoch
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=f"interrupted at epoch {n_epochs + 1} step 0; the checkpoint after "
+                                          f"epoch {n_epochs} is kept; resume with --resume"):
         trainer.fit(stages)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from ulmfit.errors import UlmfitError
 from ulmfit.text.data.cache import TokenCache, file_hash
-from ulmfit.text.data.readers import load_classification, load_corpus, read_texts
+from ulmfit.text.data.readers import load_classification, load_corpus, read_lines, read_texts
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 ROWS = [("good movie", "pos"), ("bad movie", "neg"), ("great film", "pos"), ("awful", "neg")] * 5
@@ -112,6 +112,30 @@ def test_invalid_utf8(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ulmfit"):
         texts, _ = read_texts(p, "text", "label")
     assert texts[0] == "caf\ufffd ok" and "1 invalid UTF-8" in caplog.text
+    caplog.clear()
+    p.write_bytes(b"title,text,label\nfine,ok,a\nalso fine,caf\xe9,b\n")
+    with caplog.at_level(logging.WARNING, logger="ulmfit"):
+        read_texts(p, ["title", "text"], "label")
+    assert "first in data row 2, column 'text'" in caplog.text
+    caplog.clear()
+    t = tmp_path / "bad.txt"
+    t.write_bytes(b"one\ntwo\nthr\xffee\n")
+    with caplog.at_level(logging.WARNING, logger="ulmfit"):
+        assert read_lines(t) == ["one", "two", "thr\ufffdee"]
+    assert "first in line 3" in caplog.text
+
+
+def test_literal_nan_label_is_no_class(tmp_path):
+    p = tmp_path / "nan.csv"
+    p.write_text("text,label\nok,a\nhm,NaN\nfine,b\n")
+    with pytest.raises(UlmfitError, match="1 row\\(s\\) have no label in column 'label' \\(first: data row 2\\)"):
+        read_texts(p, "text", "label")
+
+
+def test_datasets_cache_goes_under_ulmfit_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ULMFIT_CACHE", str(tmp_path / "cache"))
+    read_texts(_csv(tmp_path / "d.csv"), "text", "label")
+    assert (tmp_path / "cache" / "datasets").is_dir()
 
 
 def test_cache_reused(tmp_path):

@@ -19,6 +19,7 @@ from ulmfit.compare.rows import csv_list, log, parse_seeds, parse_size, result_r
 from ulmfit.compare.text import ABLATIONS, CORE, LMs, one_run, strategy_plan, warm_up
 from ulmfit.core.checkpoint import atomic_write_text
 from ulmfit.errors import UlmfitError
+from ulmfit.phases.common import check_out_dir
 from ulmfit.phases.config import ClassifierConfig, apply_overrides, from_dict, load_yaml, merge_recipe_data
 
 
@@ -67,7 +68,7 @@ def compare(config_path: str, strategies=None, seeds=None, out: str | None = Non
         raise UlmfitError(f"unknown strategy {unknown[0]!r}{hint}; choose from {', '.join(known)}{more}")
     seed_list = parse_seeds(seeds if seeds is not None else comp.get("seeds", 3))
     root = Path(out or comp.get("out") or Path(raw.get("out", "runs/compare")) / "compare")
-    root.mkdir(parents=True, exist_ok=True)
+    check_out_dir(root, "compare output folder")
     if vision:
         runner = VisionRuns(raw, root, quiet)
         default_sizes = runner.default_sizes()

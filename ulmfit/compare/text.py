@@ -44,7 +44,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.compare.rows import guarded_run, log
 from ulmfit.phases.backends import backend, finetune_lm, load_language_model, pretrain, train_classifier
 from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig, PretrainConfig, apply_overrides, from_dict
-from ulmfit.phases.runs import read_run
+from ulmfit.phases.runs import read_run, write_manifest
 
 CORE = ("gradual", "full", "chain_thaw", "head_only")
 ABLATIONS = ("no_pretraining", "no_lm_finetuning", "lm_no_discriminative", "lm_no_stlr", "one_cycle", "stlr")
@@ -206,10 +206,10 @@ class LMs:
             if info.kind != "lm" or info.backend != "awd_lstm" or info.exported:
                 raise UlmfitError(f"no_lm_finetuning needs an AWD-LSTM LM run folder of ours, got {src}")
             dst.mkdir(parents=True, exist_ok=True)
-            for f in [src / "lm_config.json", src / "run.json", *src.glob("tokenizer*")]:
-                if f.is_file():
-                    shutil.copy2(f, dst / f.name)
+            for f in [src / "lm_config.json", *src.glob("tokenizer*")]:
+                shutil.copy2(f, dst / f.name)
             save_weights(load_language_model(src)[0].encoder, dst / "encoder.safetensors")
+            write_manifest(dst, "lm", "awd_lstm", "pretrain", parent=str(src))
         return str(dst)
 
     def finetuned(self, changes: dict, sets: list[str], label: str) -> str:

@@ -8,7 +8,10 @@ half-written file that looks valid. Nothing here unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from ulmfit.core.seed import rng_state, set_rng_state
 from ulmfit.errors import UlmfitError
 
 
@@ -28,11 +32,18 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -126,6 +137,17 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return path if (path / "state.pt").exists() and (path / "model.safetensors").exists() else None
 
 
+def load_error_text(e: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused (torch's own text runs to
+    several lines and advises turning the safety off)."""
+    text = str(e)
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it holds a pickled {m.group(1)}, which could run code when loaded; only plain tensors are read"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    return first[:200]
+
+
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
     """Load weights into `model` and return the training state (weights_only: no code runs)."""
     path = Path(path)
@@ -133,4 +155,36 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
     try:
         return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupted or foreign file
-        raise UlmfitError(f"cannot read training state {path / 'state.pt'}: {e}") from None
+        raise UlmfitError(f"cannot read training state {path / 'state.pt'}: {load_error_text(e)}") from None
+
+
+def save_training_state(out_dir: Path, epoch: int, model, optimizer, history: list[dict], best, bad_epochs: int):
+    """The resumable state after ``epoch``: weights, optimizer, RNGs, history, early-stopping state."""
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+             "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs}
+    save_checkpoint(Path(out_dir) / "checkpoints", epoch, model, state)
+
+
+def load_training_state(out_dir: Path, model, optimizer) -> dict | None:
+    """Restore the latest state saved by :func:`save_training_state` (None when there is none)."""
+    path = latest_checkpoint(Path(out_dir) / "checkpoints")
+    if path is None:
+        return None
+    state = load_checkpoint(path, model)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return {"epoch": int(state["epoch"]), "history": json.loads(state["history"]), "best": state.get("best"),
+            "bad_epochs": int(state.get("bad_epochs", 0)), "path": path}
+
+
+def append_metrics(out_dir: Path, row: dict, history: list[dict]) -> None:
+    """Append an epoch's row to metrics.jsonl and rewrite metrics.csv from the whole history."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    with open(out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)

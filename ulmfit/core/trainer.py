@@ -14,10 +14,10 @@ Memory stays flat: losses are kept as one detached running tensor and logged as 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,57 +27,15 @@ import torch
 from torch import nn
 
 from ulmfit.core import checkpoint as ckpt
+from ulmfit.core.checkpoint import append_metrics
 from ulmfit.core.accel import (allow_new_precision, cat_numpy, gather_ragged, resolve_mixed_precision,
                                shutdown_distributed)
 from ulmfit.core.groups import LayerGroups, lr_spec_to_list, set_group_lrs
 from ulmfit.core.schedules import make_schedule
-from ulmfit.core.seed import rng_state, set_rng_state, set_seed
+from ulmfit.core.seed import set_seed
 from ulmfit.core.strategies import Stage
-from ulmfit.errors import UlmfitError
-
-
-@dataclass
-class TrainConfig:
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.99)
-    eps: float = 1e-6
-    clip: float | None = 0.25
-    grad_accum: int = 1
-    mixed_precision: str = "no"            # no | bf16 | fp16 | auto
-    early_stopping_patience: int | None = None
-    monitor: str = "valid_loss"
-    monitor_mode: str = "min"
-    progress: bool = True
-    seed: int = 42
-    max_steps_per_epoch: int | None = None  # cap batches per epoch (quick runs, smoke tests)
-    flush_denormal: bool = True
-    log_every: int = 10
-    cpu: bool = False                       # force the CPU even where a GPU is available
-    checkpoint: bool = True                 # write a resumable checkpoint after each epoch (needs out_dir)
-    num_threads: int | None = None          # torch CPU threads (None: torch's default)
-
-
-@dataclass
-class Hooks:
-    """The few places a domain plugs into the loop (all optional).
-
-    - split_batch(batch) -> (inputs, targets); inputs is passed to the model as one argument.
-    - loss_extra(model, output, targets) -> tensor added to the loss in training (AR/TAR).
-    - on_epoch_start(model, epoch) / on_eval_start(model): e.g. reset an RNN's hidden state.
-    - lr_scale(batch) -> float: multiply the LR for this batch (variable-length BPTT).
-    - predict(output) -> tensor of predictions for metric functions (default argmax(-1)).
-    - forward(model, inputs, targets, train) -> output: how to call the model (default
-      `model(inputs)`); e.g. an LM that fuses its decoder with the loss when given the targets.
-    """
-
-    split_batch: Callable | None = None
-    loss_extra: Callable | None = None
-    on_epoch_start: Callable | None = None
-    on_eval_start: Callable | None = None
-    lr_scale: Callable | None = None
-    predict: Callable | None = None
-    forward: Callable | None = None
+from ulmfit.core.train_config import Hooks, TrainConfig
+from ulmfit.errors import Interrupted, UlmfitError
 
 
 @dataclass
@@ -300,7 +258,7 @@ class Trainer:
         """Train through `stages`; with `resume`, continue from the latest checkpoint in out_dir."""
         if not stages:
             raise UlmfitError("a strategy needs at least one stage")
-        acc, cfg = self.accelerator, self.config
+        cfg = self.config
         n_groups = len(self.groups)
         schedules = [make_schedule(s.schedule, **s.schedule_args) for s in stages]
         base = [lr_spec_to_list(s.lr, n_groups, s.lr_factor) for s in stages]
@@ -309,6 +267,17 @@ class Trainer:
         best, bad_epochs = None, 0
         if resume:
             done, best, bad_epochs = self._resume()
+        self._position = (done + 1, 0)
+        try:
+            return self._fit_stages(stages, schedules, base, done, best, bad_epochs)
+        except KeyboardInterrupt:
+            epoch, step = self._position
+            kept = (f"the checkpoint after epoch {epoch - 1} is kept; " if epoch > 1 and self.out_dir
+                    and cfg.checkpoint else "")
+            raise Interrupted(f"interrupted at epoch {epoch} step {step}; {kept}resume with --resume") from None
+
+    def _fit_stages(self, stages, schedules, base, done: int, best, bad_epochs: int) -> list[dict]:
+        cfg = self.config
         spe = self.steps_per_epoch()
         epoch = 0
         start_time = time.time() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
@@ -324,6 +293,7 @@ class Trainer:
                     epoch += 1
                     continue
                 steps_this = min(spe, total - e * spe)
+                self._position = (epoch + 1, 0)
                 row = self._train_epoch(stage, si, e, epoch, sched, lrs, total, spe, steps_this)
                 row.update(self.evaluate())
                 row["elapsed_s"] = time.time() - start_time
@@ -338,7 +308,7 @@ class Trainer:
                 epoch += 1
                 self._checkpoint(epoch, best, bad_epochs)
                 if stop:
-                    acc.print(f"early stopping after epoch {epoch}: {cfg.monitor} did not improve")
+                    self._say(f"early stopping after epoch {epoch}: {cfg.monitor} did not improve")
                     return self.history
         return self.history
 
@@ -359,6 +329,7 @@ class Trainer:
         self._reset_grad_norms()
         t0 = time.time()
         for i, batches in enumerate(self._batches(self.train_loader, steps_this)):
+            self._position = (epoch + 1, i + 1)
             t = e * spe + i
             loss = self.train_step(batches, sched.lr_mult(t, total, spe), sched.momentum(t, total, spe),
                                    lrs, ctx=f"at epoch {epoch + 1}, step {i + 1}")
@@ -380,17 +351,10 @@ class Trainer:
     def _log_row(self, row: dict) -> None:
         acc = self.accelerator
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "stage_name"}
-        acc.print(json.dumps(shown)) if self.config.progress else None
-        if self.out_dir is None or not acc.is_main_process:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        keys = list(dict.fromkeys(k for r in self.history for k in r))
-        with open(self.out_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
+        if self.config.progress:
+            self._say(json.dumps(shown))
+        if self.out_dir is not None and acc.is_main_process:
+            append_metrics(self.out_dir, row, self.history)
 
     def _checkpoint(self, epoch: int, best, bad_epochs: int) -> None:
         if self.out_dir is None or not self.config.checkpoint:
@@ -398,21 +362,21 @@ class Trainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            state = {"epoch": epoch, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-                     "history": json.dumps(self.history), "best": best, "bad_epochs": bad_epochs}
-            ckpt.save_checkpoint(self.out_dir / "checkpoints", epoch, self.model, state)
+            ckpt.save_training_state(self.out_dir, epoch, self.model, self.optimizer, self.history, best, bad_epochs)
         acc.wait_for_everyone()
 
     def _resume(self):
-        path = ckpt.latest_checkpoint(self.out_dir / "checkpoints") if self.out_dir else None
-        if path is None:
+        state = ckpt.load_training_state(self.out_dir, self.model, self.optimizer) if self.out_dir else None
+        if state is None:
             return 0, None, 0
-        state = ckpt.load_checkpoint(path, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        self.history = json.loads(state["history"])
-        self.accelerator.print(f"resuming after epoch {state['epoch']} from {path}")
-        return int(state["epoch"]), state.get("best"), int(state.get("bad_epochs", 0))
+        self.history = state["history"]
+        self._say(f"resuming after epoch {state['epoch']} from {state['path']}")
+        return state["epoch"], state["best"], state["bad_epochs"]
+
+    def _say(self, msg: str) -> None:
+        """A log line on stderr from the main process (stdout is for results)."""
+        if self.accelerator.is_main_process:
+            print(msg, file=sys.stderr, flush=True)
 
     def end(self) -> None:
         """Destroy the process group (else a rank may abort at exit under torchrun)."""

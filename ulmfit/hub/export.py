@@ -31,6 +31,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.hub.card import model_card
 from ulmfit.hub.code import CODE_FILES, generate_code
 from ulmfit.phases.backends import backend_of
+from ulmfit.phases.common import check_out_dir
 from ulmfit.phases.runs import find_model
 from ulmfit.text.awd_lstm.hub_format import CONFIG, MODEL_TYPE, PREFIX, TASK_CLAS, TASK_LM, WEIGHTS
 from ulmfit.text.awd_lstm.lm_io import load_lm
@@ -69,7 +70,7 @@ def _language_model(src: Path):
 
 def export_run(run_dir, out_dir, onnx: bool = False) -> dict:
     """Export the run's classifier (or, without one, its LM) to ``out_dir``; returns a summary."""
-    info = find_model(run_dir)
+    info = find_model(run_dir).verify()
     src, out = info.path, Path(out_dir)
     if not backend_of(info).exportable or info.exported or info.kind == "ensemble":
         raise UlmfitError(f"{src} is a {info.backend} {info.kind} {'export' if info.exported else 'run'}; "
@@ -79,7 +80,7 @@ def export_run(run_dir, out_dir, onnx: bool = False) -> dict:
         raise UlmfitError(f"--out {out} is the run folder itself; choose a new folder")
     if onnx and info.kind != "classifier":
         raise UlmfitError("--onnx exports classifiers only; this run's model is a language model")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, "--out folder")
     model, tokenizer, awd, cfg, auto_model = (_classifier if info.kind == "classifier" else _language_model)(src)
     task = cfg["task"]
     config = {"model_type": MODEL_TYPE, "awd_lstm": awd.to_dict(), **cfg,

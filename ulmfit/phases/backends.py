@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ulmfit.core.device import resolve_device
 from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import classifier, lm, transformers
+from ulmfit.phases.common import check_out_dir
 from ulmfit.phases.config import TrainSection
 from ulmfit.phases.runs import RunInfo, read_run
 from ulmfit.text.awd_lstm.hub_format import load_exported_classifier, load_exported_lm
@@ -143,6 +146,7 @@ class RunResult(dict):
 
 def _run(phase: str, cfg, quiet: bool, resume: bool) -> RunResult:
     check_train_fields(cfg)
+    check_out_dir(cfg.out)
     fn = getattr(backend(cfg.model.type), phase)
     return RunResult(fn(cfg, quiet=quiet, resume=resume), Path(cfg.out))
 
@@ -166,6 +170,7 @@ def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False
     """LR range test on a phase's set-up; writes lr_find.json / lr_find.png to cfg.out and returns
     the LRFinderResult (it draws itself inline in a notebook; ``.suggestion`` is the LR)."""
     check_train_fields(cfg)
+    check_out_dir(cfg.out)
     b = backend(cfg.model.type)
     if b.lr_find is None:
         raise UlmfitError(f"lr-find is not available for model.type {b.name}")
@@ -174,22 +179,39 @@ def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False
 
 # ---- loading any run folder --------------------------------------------------------------------
 
-def load_classifier(folder: str | Path, device: str | None = None):
+def load_classifier(folder: str | Path, device: str | None = None, verify: bool = True):
     """Any classifier folder ulmfit writes: an AWD-LSTM run, a transformers run, an exported folder
-    or an ensemble; on the CPU, or on ``device`` (auto, cpu, cuda, cuda:N) when given."""
+    or an ensemble; on the CPU, or on ``device`` (auto, cpu, cuda, cuda:N) when given. Weight and
+    tokenizer files are checked against the run's manifest unless ``verify`` is False, and weights
+    holding NaN or inf are refused."""
     info = read_run(folder)
+    if verify:
+        info.verify()
     if info.kind == "ensemble":
-        clf = EnsembleClassifier.load(info.path, load_classifier)
+        clf = EnsembleClassifier.load(info.path, lambda member: load_classifier(member, verify=verify))
     elif info.kind == "classifier":
         clf = backend_of(info).load_classifier(info)
+        check_finite(getattr(clf, "model", None), info.path)
     else:
         raise UlmfitError(f"{info.path} is a language model, not a classifier")
     return clf.to(resolve_device(device)) if device else clf
 
 
-def load_language_model(folder: str | Path):
+def load_language_model(folder: str | Path, verify: bool = True):
     """(model, tokenizer) of a language-model folder: ours or an exported one."""
     info = read_run(folder)
     if info.kind != "lm":
         raise UlmfitError(f"{info.path} is a {info.kind}, not a language model")
-    return backend_of(info).load_lm(info)
+    if verify:
+        info.verify()
+    model, tokenizer = backend_of(info).load_lm(info)
+    check_finite(model, info.path)
+    return model, tokenizer
+
+
+def check_finite(model, where) -> None:
+    """Refuse weights with NaN or inf values (a diverged run, or a damaged file)."""
+    params = model.parameters() if hasattr(model, "parameters") else []
+    if any(not bool(torch.isfinite(p).all()) for p in params):
+        raise UlmfitError(f"the weights in {where} hold NaN or inf values: the run that wrote them diverged, or the "
+                          "file is damaged")

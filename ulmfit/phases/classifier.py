@@ -81,7 +81,7 @@ def _tokenizer_and_encoder(cfg: ClassifierConfig, train_texts):
                                         max_vocab=tk.max_vocab, vocab_size=tk.vocab_size)
         return tokenizer, awd_config(cfg.model, len(tokenizer))
     enc = Path(cfg.encoder)
-    info = read_run(enc) if enc.is_dir() else None
+    info = read_run(enc).verify() if enc.is_dir() else None
     if info is None or info.kind != "lm" or info.backend != "awd_lstm" or info.exported:
         raise UlmfitError(f"encoder folder {enc} is not an AWD-LSTM language model run; give a finetune-lm or "
                           "pretrain output")

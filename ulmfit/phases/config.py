@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ulmfit.phases.config_io import apply_overrides, from_dict, load_yaml, save_yaml, to_dict  # noqa: F401
+from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE,  # noqa: F401
+                                     apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
 
 
 @dataclass
 class DataConfig:
+    RANGES = {"max_items": AT_LEAST_1, "train_size": AT_LEAST_1}
+
     train: str | None = None           # file or folder (csv, tsv, jsonl, parquet, txt, class folders)
     valid: str | None = None           # without it, a stratified `valid_pct` split of train
     test: str | None = None            # labelled file scored after training (classifier); ignored by LMs
@@ -36,6 +39,8 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
+    RANGES = {"min_freq": AT_LEAST_1, "max_vocab": AT_LEAST_1, "vocab_size": AT_LEAST_1}
+
     kind: str = "word"                 # word | unigram | bpe
     min_freq: int = 3                  # word vocabularies: keep words seen at least this often
     max_vocab: int = 60000             # word vocabularies: at most this many words
@@ -44,6 +49,9 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
+    RANGES = {"emb_size": AT_LEAST_1, "n_hid": AT_LEAST_1, "n_layers": AT_LEAST_1, "drop_mult": NON_NEGATIVE,
+              "layer_decay": POSITIVE, "max_length": AT_LEAST_1, "blocks_per_group": AT_LEAST_1, "head_lr": POSITIVE}
+
     type: str = "awd_lstm"             # awd_lstm | transformers
     arch: str = "small"                # awd_lstm preset: small | paper
     emb_size: int | None = None        # awd_lstm: embedding size (None: the preset's)
@@ -61,6 +69,12 @@ class ModelConfig:
 
 @dataclass
 class TrainSection:
+    RANGES = {"epochs": POSITIVE, "lr": POSITIVE, "lr_factor": POSITIVE, "pct_start": FRACTION,
+              "moms": FRACTION, "bs": AT_LEAST_1, "bptt": AT_LEAST_1, "weight_decay": NON_NEGATIVE,
+              "betas": (0, True, 1, False), "eps": POSITIVE, "clip": POSITIVE, "grad_accum": AT_LEAST_1,
+              "max_steps_per_epoch": AT_LEAST_1, "early_stopping_patience": NON_NEGATIVE, "alpha": NON_NEGATIVE,
+              "beta": NON_NEGATIVE}
+
     strategy: str = "full"             # gradual | chain_thaw | full | head_only | custom
     epochs: Any = 1                    # one number, or one per stage
     lr: Any = 1e-3                     # number, [low, high], per-group list, or one per stage
@@ -105,7 +119,7 @@ class TrainSection:
     def trainer_config(self, quiet: bool, betas=(0.9, 0.99), eps: float = 1e-6):
         """The core's TrainConfig: the one place a recipe's train section becomes the trainer's
         settings. ``betas`` / ``eps`` are the backend's defaults, used when the recipe sets none."""
-        from ulmfit.core.trainer import TrainConfig
+        from ulmfit.core.train_config import TrainConfig
 
         return TrainConfig(optimizer=self.optimizer, weight_decay=self.weight_decay,
                            betas=tuple(self.betas if self.betas is not None else betas),
@@ -149,6 +163,9 @@ class FinetuneLMConfig:
 
 @dataclass
 class ClassifierConfig:
+    RANGES = {"max_len": AT_LEAST_1, "head_hidden": AT_LEAST_1, "label_smoothing": (0, True, 1, False),
+              "threshold": OPEN_FRACTION}
+
     encoder: str | None = None         # fine-tuned LM folder; None = random encoder (baseline)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

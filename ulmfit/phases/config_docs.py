@@ -10,6 +10,7 @@ import io
 import tokenize
 
 from ulmfit.phases import config as C
+from ulmfit.phases.config_io import range_text
 
 SECTIONS = [("recipe (top level)", C.RecipeConfig), ("pretrain", C.PretrainConfig),
             ("finetune_lm", C.FinetuneLMConfig), ("classifier", C.ClassifierConfig)]
@@ -52,6 +53,8 @@ def _table(obj, cls, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(value) or f.name in SKIP:
             continue
         default, note = _default(obj, f.name).replace("|", "\\|"), notes.get(f.name, "").replace("|", "/")
+        if f.name in getattr(cls, "RANGES", {}):
+            note = f"{note} ({range_text(cls.RANGES[f.name])})".strip()
         rows.append(f"| `{prefix}{f.name}` | `{default}` | {note} |")
     return ["| field | default | meaning |", "|---|---|---|", *rows]
 

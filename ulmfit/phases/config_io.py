@@ -116,7 +116,41 @@ def from_dict(cls, d: dict | None, where: str = ""):
             # recipe, pretrain's clip=1.0) for the keys it does not set
             v = {**dataclasses.asdict(factory()), **v}
         kwargs[k] = _coerce(v, hints[k], where + k)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_ranges(obj, where)
+    return obj
+
+
+# a field's allowed range: (lowest, lowest allowed?, highest, highest allowed?); None = unbounded
+POSITIVE = (0, False, None, False)
+AT_LEAST_1 = (1, True, None, False)
+NON_NEGATIVE = (0, True, None, False)
+FRACTION = (0, True, 1, True)
+OPEN_FRACTION = (0, False, 1, False)
+
+
+def range_text(r) -> str:
+    lo, lo_ok, hi, hi_ok = r
+    low = f"{'at least' if lo_ok else 'above'} {lo}" if lo is not None else ""
+    high = f"{'at most' if hi_ok else 'below'} {hi}" if hi is not None else ""
+    return " and ".join(t for t in (low, high) if t)
+
+
+def _in_range(v, r) -> bool:
+    lo, lo_ok, hi, hi_ok = r
+    if isinstance(v, (list, tuple)):
+        return all(_in_range(x, r) for x in v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return True  # not a number (e.g. "auto"): its own checks apply
+    return (lo is None or v > lo or (lo_ok and v == lo)) and (hi is None or v < hi or (hi_ok and v == hi))
+
+
+def check_ranges(obj, where: str = "") -> None:
+    """Refuse a number outside its field's range (``RANGES`` of the dataclass), naming the key."""
+    for name, r in getattr(type(obj), "RANGES", {}).items():
+        v = getattr(obj, name)
+        if v is not None and not _in_range(v, r):
+            raise UlmfitError(f"config key {where + name!r} must be {range_text(r)}, got {v!r}")
 
 
 def to_dict(cfg) -> dict:

@@ -103,7 +103,7 @@ def _load_pretrained(cfg: FinetuneLMConfig):
             raise UlmfitError(f"{src} is fastai weights: also give its vocabulary .pkl as pretrained_vocab")
         model, _, itos = load_fastai_lm(src, cfg.pretrained_vocab)
         return model, TextTokenizer.from_vocab(itos)
-    info = read_run(src)
+    info = read_run(src).verify()
     if info.kind != "lm" or info.backend != "awd_lstm":
         raise UlmfitError(f"pretrained LM {src} is a {info.backend} {info.kind}, not an AWD-LSTM language model")
     if info.exported:
@@ -157,5 +157,12 @@ def lr_find_lm(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=Fa
 
 def generate(model_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, seed: int = 42) -> str:
     """Continue ``prompt`` with the AWD-LSTM language model saved in ``model_dir``."""
+    info = read_run(model_dir).verify()
+    if info.kind != "lm" or info.backend != "awd_lstm" or info.exported:
+        raise UlmfitError(f"{model_dir} is a {info.backend} {info.kind}, not an AWD-LSTM language model run")
     model, _ = load_lm(model_dir)
-    return sample(model, TextTokenizer.load(model_dir), prompt, n_words, temperature, seed)
+    tokenizer = TextTokenizer.load(model_dir)
+    if len(tokenizer) != model.config.vocab_size:
+        raise UlmfitError(f"{model_dir}: the tokenizer has {len(tokenizer)} words but the LM was built for "
+                          f"{model.config.vocab_size}; the vocabulary does not belong to these weights")
+    return sample(model, tokenizer, prompt, n_words, temperature, seed)

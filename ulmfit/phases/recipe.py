@@ -12,7 +12,7 @@ from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
 from ulmfit.phases.backends import backend, finetune_lm, pretrain, train_classifier
-from ulmfit.phases.common import log
+from ulmfit.phases.common import check_out_dir, log
 from ulmfit.phases.config import RecipeConfig, save_yaml
 from ulmfit.phases.runs import write_manifest
 from ulmfit.phases.use import evaluate
@@ -71,6 +71,9 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
             ("classifier", cfg.classifier, train_classifier)]
     if not any(c for _, c, _ in plan):
         raise UlmfitError("the recipe has no pretrain, finetune_lm or classifier section")
+    for _, phase_cfg, _ in plan:
+        if phase_cfg is not None:
+            check_out_dir(phase_cfg.out)
     for name, phase_cfg, fn in plan:
         if phase_cfg is None:
             continue

@@ -14,8 +14,9 @@ from the files the folder holds.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -39,6 +40,19 @@ class RunInfo:
     tokenizer: str | None = None
     exported: bool = False      # an `ulmfit export` (Hub) folder
     manifest: bool = False      # read from run.json (False: recognised from its files)
+    sha256: dict = field(default_factory=dict)  # file (relative) -> sha256 when it was written
+
+    def verify(self) -> "RunInfo":
+        """Refuse weight or tokenizer files that changed since the run wrote them (a damaged copy,
+        a hand-edited or swapped vocabulary); folders without recorded hashes pass."""
+        for name, digest in self.sha256.items():
+            f = self.path / name
+            if not f.is_file():
+                raise UlmfitError(f"{f} is missing: {self.path / MANIFEST} lists it")
+            if sha256(f) != digest:
+                raise UlmfitError(f"{f} changed since it was written (its sha256 differs from {MANIFEST}); "
+                                  "re-run the phase, or pass --no-verify to load a file you edited on purpose")
+        return self
 
     def config(self) -> dict:
         """The run's resolved config.yaml ({} when it has none)."""
@@ -48,13 +62,30 @@ class RunInfo:
         return _read_json(self.path / "metrics.json")
 
 
+def _guarded_files(d: Path) -> list[Path]:
+    """The files whose sha256 a manifest records: the weights and the tokenizer (not checkpoints)."""
+    found = [*d.rglob("*.safetensors"), *d.rglob("tokenizer.json")]
+    return sorted(p for p in found if not {"checkpoints", "work"} & set(p.relative_to(d).parts))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_manifest(out: str | Path, kind: str, backend: str, phase: str, parent: str | None = None,
                    tokenizer: str | None = "tokenizer.json") -> Path:
-    """Write ``run.json`` into ``out``; returns its path."""
+    """Write ``run.json`` into ``out`` (with the sha256 of its weight and tokenizer files, checked
+    when they are loaded); returns its path."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
+    d = Path(out)
     data = {"kind": kind, "backend": backend, "phase": phase, "tokenizer": tokenizer,
-            "parent": str(parent) if parent else None, "ulmfit_version": __version__}
+            "parent": str(parent) if parent else None, "ulmfit_version": __version__,
+            "sha256": {str(p.relative_to(d)): sha256(p) for p in _guarded_files(d)}}
     path = Path(out) / MANIFEST
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
@@ -70,7 +101,7 @@ def read_run(folder: str | Path) -> RunInfo:
         if m.get("kind") not in KINDS or not m.get("backend"):
             raise UlmfitError(f"{d / MANIFEST} is not an ulmfit run manifest (kind and backend missing)")
         return RunInfo(d, m["kind"], m["backend"], m.get("phase"), m.get("parent"), m.get("tokenizer"),
-                       manifest=True)
+                       manifest=True, sha256=dict(m.get("sha256") or {}))
     info = _recognise(d)
     if info is None:
         raise UlmfitError(f"{d} holds no model ulmfit knows: expected a run folder (run.json), a classifier, "

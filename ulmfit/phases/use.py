@@ -14,22 +14,24 @@ from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
 from ulmfit.phases.backends import load_classifier, load_language_model
 from ulmfit.phases.classifier import evaluate_split, write_evaluation
-from ulmfit.phases.common import is_table
+from ulmfit.phases.common import check_out_dir, is_table
 from ulmfit.phases.lm import generate
 from ulmfit.phases.runs import read_run
 from ulmfit.text.awd_lstm.lm_train import perplexity
-from ulmfit.text.data.readers import encode_labels, load_corpus, read_texts
+from ulmfit.text.data.readers import encode_labels, load_corpus, read_lines, read_texts
 
 __all__ = ["evaluate", "predict_cli", "generate"]
 
 
 def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None, bs: int = 64,
-             device: str | None = None) -> dict:
+             device: str | None = None, verify: bool = True) -> dict:
     """Metrics of a saved classifier on a labelled file (labels it never saw are an error), or the
     perplexity of a saved language model on any text file; on the CPU or on ``device``."""
+    if out:
+        check_out_dir(out, "--out folder")
     if read_run(model_dir).kind == "lm":
-        return _lm_perplexity(model_dir, data, text_cols, out, device)
-    clf = load_classifier(model_dir, device)
+        return _lm_perplexity(model_dir, data, text_cols, out, device, verify)
+    clf = load_classifier(model_dir, device, verify)
     saved = _train_cols(model_dir)
     texts, raw = read_texts(data, text_cols or saved[0], label_col or saved[1],
                             label_delim=saved[2] if clf.multi_label else None)
@@ -43,8 +45,9 @@ def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
-def _lm_perplexity(model_dir: str, data: str, text_cols, out, device: str | None = None) -> dict:
-    model, tokenizer = load_language_model(model_dir)
+def _lm_perplexity(model_dir: str, data: str, text_cols, out, device: str | None = None,
+                   verify: bool = True) -> dict:
+    model, tokenizer = load_language_model(model_dir, verify)
     if device:
         model.to(resolve_device(device))
     texts = list(load_corpus(data, text_cols=(text_cols or ["text"]) if is_table(data) else None))
@@ -63,18 +66,18 @@ def _train_cols(model_dir: str):
 
 
 def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: int = 1, fmt: str = "jsonl",
-                bs: int = 64, device: str | None = None) -> None:
+                bs: int = 64, device: str | None = None, verify: bool = True) -> None:
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
     if fmt not in ("jsonl", "csv"):
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
-    clf = load_classifier(model_dir, device)
+    clf = load_classifier(model_dir, device, verify)
     if file:
         texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if is_table(file)
-                 else list(load_corpus(file)))
+                 else read_lines(file))
     texts = list(texts or [])
-    if not texts:
+    if not any(t.strip() for t in texts):
         raise UlmfitError("no texts to classify")
-    rows = clf.predict(texts, bs=bs, top_k=top_k)
+    rows = _rows_in_input_order(clf, texts, bs, top_k)
     if fmt == "jsonl":
         sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
         return
@@ -82,6 +85,16 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
     w = csv.writer(buf)
     w.writerow(["text", "label", "probability"] + [f"top{i + 1}" for i in range(top_k)])
     for r in rows:
-        w.writerow([r["text"], r["label"], f"{r['probability']:.6f}"] +
-                   [f"{k['label']}:{k['probability']:.6f}" for k in r["top_k"]])
+        prob = "" if r["probability"] is None else f"{r['probability']:.6f}"
+        w.writerow([r["text"], r["label"] or "", prob] + [f"{k['label']}:{k['probability']:.6f}" for k in r["top_k"]])
     sys.stdout.write(buf.getvalue())
+
+
+def _rows_in_input_order(clf, texts: list[str], bs: int, top_k: int) -> list[dict]:
+    """One row per input text, in order; a blank input gets a row with no label (so output line N
+    answers input line N)."""
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    rows: list[dict] = [{"text": t, "label": None, "probability": None, "top_k": []} for t in texts]
+    for i, r in zip(keep, clf.predict([texts[i] for i in keep], bs=bs, top_k=top_k)):
+        rows[i] = r
+    return rows

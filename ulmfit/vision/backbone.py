@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ulmfit.core import LayerGroups
+from ulmfit.core.checkpoint import load_error_text
 from ulmfit.errors import UlmfitError
 
 CONFIG_NAME = "vision_model.json"
@@ -152,7 +153,7 @@ def _read_torchvision_weights(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UlmfitError(f"cannot read weights file {path} as a torch state dict: {e}") from None
+        raise UlmfitError(f"cannot read weights file {path} as a torch state dict: {load_error_text(e)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

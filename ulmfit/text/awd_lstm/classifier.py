@@ -17,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMEncoder
 
 # fastai's classifier dropouts (awd_lstm_clas_config), before drop_mult
@@ -127,3 +128,12 @@ class AWDLSTMClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(ids))
+
+
+def check_head_settings(settings: dict, where) -> None:
+    """Refuse a saved classifier's bptt / max_len / head_hidden that are not positive integers
+    (a hand-edited config would otherwise fail deep inside the model)."""
+    for key in ("bptt", "max_len", "head_hidden"):
+        v = settings.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UlmfitError(f"{where}: {key} must be a positive integer, got {v!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier
+from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, check_head_settings
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
@@ -102,6 +102,7 @@ def load_exported_classifier(folder, device: str | None = None):
     d, cfg = read_export(folder, TASK_CLAS)
     awd, tok = config_and_tokenizer(d, cfg)
     id2label = cfg.get("id2label") or {}
+    check_head_settings(cfg, d / CONFIG)
     try:
         classes = [id2label[str(i)] for i in range(len(id2label))]
         model = AWDLSTMClassifier(awd, len(classes), int(cfg["bptt"]), int(cfg["max_len"]), int(cfg["head_hidden"]),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ulmfit.core.checkpoint import atomic_write, atomic_write_text, weights_state
+from ulmfit.core.checkpoint import atomic_write, atomic_write_text, load_error_text, weights_state
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
 
@@ -201,7 +201,7 @@ def load_fastai_lm(weights: str | os.PathLike, vocab: str | os.PathLike | None =
     try:
         sd = torch.load(wpath, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UlmfitError(f"cannot load fastai weights {wpath} safely (weights_only=True): {e}") from None
+        raise UlmfitError(f"refused fastai weights {wpath}: {load_error_text(e)}") from None
     if not isinstance(sd, dict):
         raise UlmfitError(f"{wpath} does not hold a state dict")
     state, sizes = fastai_to_ulmfit(sd, str(wpath))

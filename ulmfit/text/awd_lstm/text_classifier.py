@@ -17,7 +17,7 @@ import torch
 from ulmfit.core.checkpoint import atomic_write_text, load_weights, save_weights
 from ulmfit.core.predictions import prediction_rows
 from ulmfit.errors import UlmfitError
-from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier
+from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, check_head_settings
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig
 from ulmfit.text.data.cache import TokenCache
 from ulmfit.text.data.class_data import ClassificationBatches
@@ -64,6 +64,7 @@ class TextClassifier:
             c = json.loads((d / CONFIG_NAME).read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UlmfitError(f"{d / CONFIG_NAME} is not valid JSON: {e}") from None
+        check_head_settings(c, d / CONFIG_NAME)
         tok = TextTokenizer.load(d)
         cfg = AWDLSTMConfig.from_dict(c["awd_lstm"])
         if len(tok) != cfg.vocab_size:

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text.data.cache import default_cache_dir
 from ulmfit.text.tokenize.rules import join_fields
 
 log = logging.getLogger("ulmfit")
@@ -43,38 +44,62 @@ def _read_bytes_text(p: Path) -> tuple[str, int]:
         return text, text.count("\ufffd") - raw.decode("utf-8", "ignore").count("\ufffd")
 
 
-def _warn_bad_utf8(path, n):
+def _warn_bad_utf8(path, n, where: str = ""):
+    """Warn about replaced bytes, saying where the first one is (``where``: row / column or line)."""
     if n:
-        log.warning("%s: %d invalid UTF-8 byte sequence(s) replaced by U+FFFD", path, n)
+        log.warning("%s: %d invalid UTF-8 byte sequence(s) replaced by U+FFFD%s", path, n,
+                    f" (first in {where})" if where else "")
+
+
+def _first_bad(fields: list[list[str]], cols: list[str]) -> str:
+    """'data row R, column C' of the first text with a replaced byte, '' when none."""
+    for r, row in enumerate(zip(*fields)):
+        for c, v in zip(cols, row):
+            if "\ufffd" in v:
+                return f"data row {r + 1}, column {c!r}"
+    return ""
+
+
+def _first_bad_line(text: str) -> str:
+    i = text.find("\ufffd")
+    return f"line {text.count(chr(10), 0, i) + 1}" if i >= 0 else ""
+
+
+def read_lines(path) -> list[str]:
+    """Every line of a text file, blank ones included (invalid UTF-8 replaced, with a warning)."""
+    text, nbad = _read_bytes_text(Path(path))
+    _warn_bad_utf8(path, nbad, _first_bad_line(text))
+    return text.splitlines()
 
 
 def _load_table(path: Path, fmt: str):
-    """A ``datasets.Dataset`` for csv/tsv/json/parquet/dataset (invalid UTF-8 replaced)."""
+    """(a ``datasets.Dataset`` for csv/tsv/json/parquet/dataset, number of invalid UTF-8
+    sequences replaced); datasets' cache goes under ulmfit's cache folder."""
     import datasets
     datasets.disable_progress_bars()
     if fmt == "dataset":
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
-        return ds
+        return ds, 0
     if fmt in ("csv", "tsv", "json"):
         text, nbad = _read_bytes_text(path)
-        _warn_bad_utf8(path, nbad)
         if nbad:  # hand datasets a clean copy in memory
             import io
             import pandas as pd
             if fmt == "json":
                 return datasets.Dataset.from_pandas(pd.read_json(io.StringIO(text), lines=True),
-                                                    preserve_index=False)
+                                                    preserve_index=False), nbad
             return datasets.Dataset.from_pandas(
                 pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",",
-                            keep_default_na=False, dtype=str), preserve_index=False)
+                            keep_default_na=False, dtype=str), preserve_index=False), nbad
     kw = {"delimiter": "\t"} if fmt == "tsv" else {}
+    kw["cache_dir"] = str(default_cache_dir() / "datasets")
     if fmt in ("csv", "tsv"):
         kw["keep_default_na"] = False
     builder = {"csv": "csv", "tsv": "csv", "json": "json", "parquet": "parquet"}[fmt]
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kw)
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kw), 0
     except Exception as e:
         raise UlmfitError(f"cannot read {path} as {fmt}: {str(e).splitlines()[0][:200]}") from None
 
@@ -112,24 +137,25 @@ def read_texts(source, text_cols: str | Sequence[str] = "text", label_col: str |
         texts, labels = _read_folder(path)
     elif fmt == "text":
         text, nbad = _read_bytes_text(path)
-        _warn_bad_utf8(path, nbad)
+        _warn_bad_utf8(path, nbad, _first_bad_line(text))
         texts, labels = text.splitlines(), None
         if label_col is not None:
             raise UlmfitError(f"{path} is a plain text file: it has no label column "
                               f"{label_col!r} (use a CSV/JSON file or a folder per class)")
     else:
-        ds = _load_table(path, fmt)
+        ds, nbad = _load_table(path, fmt)
         missing = [c for c in cols + ([label_col] if label_col else []) if c not in ds.column_names]
         if missing:
             raise UlmfitError(f"{path}: no column {', '.join(map(repr, missing))}; "
                               f"available columns: {', '.join(ds.column_names)}")
         fields = [["" if v is None else str(v) for v in ds[c]] for c in cols]
+        _warn_bad_utf8(path, nbad, _first_bad(fields, cols) if nbad else "")
         texts = [join_fields(list(f), mark_fields) for f in zip(*fields)] if len(cols) > 1 \
             else fields[0]
         labels = list(ds[label_col]) if label_col else None
     if labels is not None:
-        bad = [i for i, v in enumerate(labels) if v is None or (isinstance(v, str) and not v.strip())
-               or (isinstance(v, float) and np.isnan(v))]
+        bad = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and np.isnan(v))
+               or (isinstance(v, str) and v.strip().lower() in ("", "nan"))]  # a literal NaN is no class
         if bad:
             raise UlmfitError(f"{path}: {len(bad)} row(s) have no label in column {label_col!r} "
                               f"(first: data row {bad[0] + 1})")
@@ -252,7 +278,7 @@ def _has_col(source, col, fmt):
         return True
     if f in (None, "text"):
         return False
-    return col in _load_table(p, f).column_names
+    return col in _load_table(p, f)[0].column_names
 
 
 _re_title = re.compile(r"\n(?= = [^=\n](?:[^\n]*[^=\n])? = *\n)")
@@ -282,7 +308,7 @@ def load_corpus(source, text_cols=None, fmt: str | None = None, per_file: bool =
         yield from read_texts(path, text_cols, None, fmt)[0]
         return
     text, nbad = _read_bytes_text(path)
-    _warn_bad_utf8(path, nbad)
+    _warn_bad_utf8(path, nbad, _first_bad_line(text))
     if per_file:
         yield text
     elif wikitext_articles:
