@@ -29,7 +29,9 @@ OUT = typer.Option(None, "--out", "-o", help="Output folder (default: the config
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch logs.")
 DEVICE = typer.Option("auto", help="Where the model runs: auto (the GPU when there is one, else the CPU), "
                                    "cpu, cuda or cuda:N.")
-RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
+RESUME = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint.")
+FORCE = typer.Option(False, "--force", help="Replace a finished run in the output folder (it is kept until the new "
+                                            "one finishes).")
 NO_VERIFY = typer.Option(False, "--no-verify", help="Load weight / tokenizer files even when they changed since the "
                                                     "run wrote them (hand-edited files).")
 
@@ -60,36 +62,36 @@ def _emit(result: dict) -> None:
 
 @app.command(epilog=_fields_epilog("pretrain"))
 def pretrain(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
-             quiet: bool = QUIET, resume: bool = RESUME):
+             quiet: bool = QUIET, resume: bool = RESUME, force: bool = FORCE):
     """Phase 1: train an AWD-LSTM language model from scratch on a corpus (default WikiText-2)."""
     from ulmfit import phases
 
     cfg = phases.phase_config("pretrain", config, set_, out)
-    _emit(phases.pretrain(cfg, quiet=quiet, resume=resume))
+    _emit(phases.pretrain(cfg, quiet=quiet, resume=resume, force=force))
 
 
 @app.command("finetune-lm", epilog=_fields_epilog("finetune_lm"))
 def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
                 pretrained: Optional[str] = typer.Option(None, help="Pretrained LM folder (or fastai .pth)."),
-                quiet: bool = QUIET, resume: bool = RESUME):
+                quiet: bool = QUIET, resume: bool = RESUME, force: bool = FORCE):
     """Phase 2: fine-tune a pretrained LM on the target domain's texts (discriminative LRs, STLR)."""
     from ulmfit import phases
 
     extra = [f"pretrained={pretrained}"] if pretrained else []
     cfg = phases.phase_config("finetune_lm", config, list(set_ or []) + extra, out)
-    _emit(phases.finetune_lm(cfg, quiet=quiet, resume=resume))
+    _emit(phases.finetune_lm(cfg, quiet=quiet, resume=resume, force=force))
 
 
 @app.command("train-classifier", epilog=_fields_epilog("classifier"))
 def train_classifier(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
                      encoder: Optional[str] = typer.Option(None, help="Fine-tuned LM folder (omit: random encoder)."),
-                     quiet: bool = QUIET, resume: bool = RESUME):
+                     quiet: bool = QUIET, resume: bool = RESUME, force: bool = FORCE):
     """Phase 3: train a text classifier with gradual unfreezing; evaluates on the test file if given."""
     from ulmfit import phases
 
     extra = [f"encoder={encoder}"] if encoder else []
     cfg = phases.phase_config("classifier", config, list(set_ or []) + extra, out)
-    _emit(phases.train_classifier(cfg, quiet=quiet, resume=resume))
+    _emit(phases.train_classifier(cfg, quiet=quiet, resume=resume, force=force))
 
 
 @app.command("lr-find")

@@ -60,12 +60,14 @@ CASES = [  # id, args (G = the good fixture folder), what stderr says
     # held before #24
     ("unknown-key", ["pretrain", "--set", "train.epoch=3", "-o", "G/clf"], "did you mean 'epochs'"),
     ("wrong-type", ["pretrain", "--set", "train.bs=many", "-o", "G/clf"], "must be an integer"),
-    ("missing-train-file", ["train-classifier", "--set", "data.train=/nope.csv", "-o", "G/clf"], "/nope.csv"),
+    ("missing-train-file", ["train-classifier", "--set", "data.train=/nope.csv", "-o", "G/clf", "--force"],
+     "/nope.csv"),
     ("missing-column", ["train-classifier", "--set", f"data.train={TREC}", "--set", "data.text_cols=body",
-                        "-o", "G/clf"], "no column 'body'"),
+                        "-o", "G/clf", "--force"], "no column 'body'"),
     ("missing-model", ["predict", "/nope-model", "hello"], "does not exist"),
     ("empty-predict", ["predict", "G/clf", ""], "no texts to classify"),
-    ("bad-strategy", ["train-classifier", "--set", "train.strategy=gradul", "-o", "G/clf"], "did you mean 'gradual'"),
+    ("bad-strategy", ["train-classifier", "--set", "train.strategy=gradul", "-o", "G/clf", "--force"],
+     "did you mean 'gradual'"),
     ("config-missing", ["pretrain", "--config", "/nope.yaml"], "does not exist"),
     # numeric ranges, checked when the config is read
     ("bptt-0", ["finetune-lm", "-c", "configs/cpu-small.yaml", "--set", "train.bptt=0", "-o", "G/clf"],
@@ -89,8 +91,13 @@ CASES = [  # id, args (G = the good fixture folder), what stderr says
     ("run-out-file", ["run", "configs/cpu-small.yaml", "--out", "G/afile"], "G/afile"),
     # unsafe or wrong files
     ("pth-with-code", ["finetune-lm", "-c", "configs/cpu-small.yaml", "--pretrained", "G/lm.pth",
-                       "--set", "pretrained_vocab=G/vocab.pkl", "-o", "G/clf"], "could run code"),
-    ("nan-label", ["train-classifier", "--set", "data.train=G/nan.csv", "-o", "G/clf"], "have no label"),
+                       "--set", "pretrained_vocab=G/vocab.pkl", "-o", "G/clf", "--force"], "could run code"),
+    ("nan-label", ["train-classifier", "--set", "data.train=G/nan.csv", "-o", "G/clf", "--force"], "have no label"),
+    # a finished folder is replaced only on purpose, and only by a run that finishes
+    ("finished-no-force", ["train-classifier", "-c", "configs/cpu-small.yaml", "-o", "G/clf"],
+     "holds a finished run; pass --force to replace it"),
+    ("resume-finished", ["train-classifier", "-c", "configs/cpu-small.yaml", "-o", "G/clf", "--resume"],
+     "holds a finished run: there is nothing to resume"),
 ]
 USAGE = [  # usage errors: exit 2 with typer's message, whatever typer release pip installed
     ("unknown-option", ["predict", "G/clf", "--text", "hi"], "No such option: --text"),
@@ -160,7 +167,8 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes_to_the_same_weights(t
     out = tmp_path / "run"
     p = _train(out, "--quiet")
     deadline = time.time() + 300
-    while not (out / "checkpoints" / "ckpt-2").exists() and p.poll() is None and time.time() < deadline:
+    while not (tmp_path / "run.partial" / "checkpoints" / "ckpt-2").exists() and p.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.05)
     assert p.poll() is None, "the run finished before it could be interrupted"
     p.send_signal(signal.SIGINT)
@@ -168,10 +176,25 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes_to_the_same_weights(t
     lines = [x for x in err.strip().splitlines() if x.strip()]
     assert p.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert lines[0].startswith("interrupted at epoch") and lines[0].endswith("resume with --resume")
-    assert (out / "checkpoints").is_dir() and not (out / "metrics.json").exists()
+    assert (tmp_path / "run.partial" / "checkpoints").is_dir() and not out.exists()
     resumed = _train(out, "--quiet", "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert (out / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "run.partial").exists()
+
+
+def test_force_replaces_a_finished_run_only_when_the_new_one_finishes(tmp_path):
+    import yaml
+
+    out = tmp_path / "clf"
+    assert _train(out, "--quiet").wait(timeout=600) == 0
+    first = (out / "model.safetensors").read_bytes()
+    again = _train(out, "--quiet", "--force", "--set", "train.seed=7")
+    assert again.wait(timeout=600) == 0, again.stderr.read()
+    assert (out / "model.safetensors").read_bytes() != first and not (tmp_path / "clf.partial").exists()
+    assert yaml.safe_load((out / "config.yaml").read_text())["out"] == str(out)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))  # no rows of the replaced run
 
 
 def _poison(weights: Path, tensor_suffix: str) -> None:

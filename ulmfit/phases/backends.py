@@ -8,6 +8,7 @@ refused before anything runs instead of being dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,9 +19,9 @@ from ulmfit.core.device import resolve_device
 from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import classifier, lm, transformers
-from ulmfit.phases.common import check_out_dir
+from ulmfit.phases.common import check_out_dir, log, world
 from ulmfit.phases.config import TrainSection
-from ulmfit.phases.runs import RunInfo, read_run
+from ulmfit.phases.runs import RunInfo, begin_run, finish_run, read_run
 from ulmfit.text.awd_lstm.hub_format import load_exported_classifier, load_exported_lm
 from ulmfit.text.awd_lstm.lm_io import load_lm, read_lm_config
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
@@ -144,26 +145,39 @@ class RunResult(dict):
         return lm.generate(str(self.out), prompt, n_words, temperature)
 
 
-def _run(phase: str, cfg, quiet: bool, resume: bool) -> RunResult:
+def _run(phase: str, cfg, quiet: bool, resume: bool, force: bool) -> RunResult:
+    """Run a phase. In one process it writes into ``<out>.partial`` and replaces ``out`` only when it
+    finishes, so a failed or interrupted run never spoils a finished folder (under several
+    processes it writes ``out`` directly)."""
     check_train_fields(cfg)
-    check_out_dir(cfg.out)
+    check_out_dir(Path(cfg.out).parent, "parent folder of the output")
     fn = getattr(backend(cfg.model.type), phase)
-    return RunResult(fn(cfg, quiet=quiet, resume=resume), Path(cfg.out))
+    out = Path(cfg.out)
+    if world()[1] > 1:
+        check_out_dir(out)
+        metrics = fn(cfg, quiet=quiet, resume=resume)
+        log(f"wrote {out}", quiet)
+        return RunResult(metrics, out)
+    stage = begin_run(out, resume, force)
+    metrics = fn(dataclasses.replace(cfg, out=str(stage)), quiet=quiet, resume=resume)
+    finish_run(stage, out)
+    log(f"wrote {out}", quiet)
+    return RunResult(metrics, out)
 
 
-def pretrain(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+def pretrain(cfg, quiet: bool = False, resume: bool = False, force: bool = False) -> RunResult:
     """Phase 1: train a language model from scratch; returns its metrics (and where it is)."""
-    return _run("pretrain", cfg, quiet, resume)
+    return _run("pretrain", cfg, quiet, resume, force)
 
 
-def finetune_lm(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+def finetune_lm(cfg, quiet: bool = False, resume: bool = False, force: bool = False) -> RunResult:
     """Phase 2: fine-tune a pretrained language model on the target domain's texts."""
-    return _run("finetune_lm", cfg, quiet, resume)
+    return _run("finetune_lm", cfg, quiet, resume, force)
 
 
-def train_classifier(cfg, quiet: bool = False, resume: bool = False) -> RunResult:
+def train_classifier(cfg, quiet: bool = False, resume: bool = False, force: bool = False) -> RunResult:
     """Phase 3: train a classifier on the encoder; evaluates on valid and test."""
-    return _run("train_classifier", cfg, quiet, resume)
+    return _run("train_classifier", cfg, quiet, resume, force)
 
 
 def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):

@@ -113,5 +113,4 @@ def finish(out: Path, cfg, run: dict, title: str, what: str, started: float, met
     shutil.rmtree(out / "work", ignore_errors=True)
     files = sorted(p.name for p in out.iterdir() if p.is_file()) + ["report.md"]
     reports.write_report(out, title, what, started, metrics, history, sorted(set(files)))
-    log(f"wrote {out}", quiet)
     return metrics

@@ -83,7 +83,7 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
             results[name] = json.loads(done.read_text(encoding="utf-8"))
             continue
         log(f"== {name} -> {phase_cfg.out}", quiet)
-        results[name] = fn(phase_cfg, quiet=quiet)
+        results[name] = fn(phase_cfg, quiet=quiet, force=force)
     if cfg.ensemble:
         results.update(_run_ensemble(cfg, force, quiet))
     out = Path(cfg.out)

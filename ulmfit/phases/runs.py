@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,46 @@ def write_manifest(out: str | Path, kind: str, backend: str, phase: str, parent:
     path = Path(out) / MANIFEST
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
+
+
+def staging_dir(out: str | Path) -> Path:
+    """Where a phase writes until it finishes: ``<out>.partial`` beside the output folder."""
+    out = Path(out)
+    return out.parent / (out.name + ".partial")
+
+
+def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
+    """The staging folder for a phase that will write ``out``: refuses to replace a finished run
+    without ``force`` (and to resume one), starts a fresh staging folder unless resuming."""
+    out, stage = Path(out), staging_dir(out)
+    if (out / "metrics.json").is_file():
+        if resume:
+            raise UlmfitError(f"{out} holds a finished run: there is nothing to resume (--force trains it again)")
+        if not force:
+            raise UlmfitError(f"{out} holds a finished run; pass --force to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UlmfitError(f"output folder {out} is an existing file; choose a folder (--out)")
+    if not resume:
+        shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True, exist_ok=True)
+    return stage
+
+
+def finish_run(stage: Path, out: str | Path) -> None:
+    """Put a finished phase's staging folder in place of ``out`` (a replaced run is removed only
+    once the new one is in place) and point its config.yaml's ``out`` at the final folder."""
+    out, stage = Path(out), Path(stage)
+    cfg = stage / "config.yaml"
+    if cfg.is_file():
+        data = _read_yaml(cfg)
+        if data.get("out") == str(stage):
+            atomic_write_text(cfg, yaml.safe_dump({**data, "out": str(out)}, sort_keys=False))
+    old = out.parent / (out.name + ".replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_run(folder: str | Path) -> RunInfo:
