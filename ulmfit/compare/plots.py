@@ -95,11 +95,16 @@ def plot_valid_vs_time(root: Path, rows: list[dict]) -> None:
     ax.set_xlabel("wall time (s, training + validation)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"validation accuracy per epoch (train size: {size})")
+    _save(plt, fig, ax, root / "valid_vs_time.png")
+
+
+def _save(plt, fig, ax, path: Path) -> None:
+    """Grid, a legend when there is something to label, and the PNG."""
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(root / "valid_vs_time.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -124,12 +129,7 @@ def plot_lowshot(root: Path, rows: list[dict]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("labelled training texts")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(root / "lowshot.png", dpi=100)
-    plt.close(fig)
+    _save(plt, fig, ax, root / "lowshot.png")
 
 
 def plot_all(root: Path, rows: list[dict]) -> None:

@@ -148,6 +148,23 @@ def load_error_text(e: Exception) -> str:
     return first[:200]
 
 
+def load_torch_state(path: str | Path, what: str = "weights file") -> dict:
+    """A ``.pth``/``.pt`` state dict read with ``weights_only=True`` (no code runs); a file that is
+    missing, refused or not a dict is one UlmfitError. A ``{"state_dict": ...}`` wrapper is opened."""
+    path = Path(path)
+    if not path.is_file():
+        raise UlmfitError(f"{what} {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's own unpickling errors
+        raise UlmfitError(f"refused {what} {path}: {load_error_text(e)}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UlmfitError(f"{what} {path} does not hold a state dict")
+    return state
+
+
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
     """Load weights into `model` and return the training state (weights_only: no code runs)."""
     path = Path(path)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ulmfit.core import LayerGroups
-from ulmfit.core.checkpoint import load_error_text
+from ulmfit.core.checkpoint import load_torch_state
 from ulmfit.errors import UlmfitError
 
 CONFIG_NAME = "vision_model.json"
@@ -148,17 +148,7 @@ def adapt_input_channels(body: nn.Module, in_channels: int) -> None:
 
 
 def _read_torchvision_weights(path: Path) -> dict:
-    if not path.exists():
-        raise UlmfitError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UlmfitError(f"cannot read weights file {path} as a torch state dict: {load_error_text(e)}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UlmfitError(f"weights file {path} does not hold a state dict")
-    return state
+    return load_torch_state(path, "weights file")
 
 
 def _run_weights_path(path: Path) -> Path | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ulmfit.core.checkpoint import atomic_write, atomic_write_text, load_error_text, weights_state
+from ulmfit.core.checkpoint import atomic_write, atomic_write_text, load_torch_state, weights_state
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
 
@@ -196,14 +196,7 @@ def load_fastai_lm(weights: str | os.PathLike, vocab: str | os.PathLike | None =
     when no vocabulary was given). ``config_overrides`` set dropouts (e.g. ``drop_mult=0.3``).
     """
     wpath = Path(weights)
-    if not wpath.is_file():
-        raise UlmfitError(f"fastai weights file {wpath} does not exist")
-    try:
-        sd = torch.load(wpath, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UlmfitError(f"refused fastai weights {wpath}: {load_error_text(e)}") from None
-    if not isinstance(sd, dict):
-        raise UlmfitError(f"{wpath} does not hold a state dict")
+    sd = load_torch_state(wpath, "fastai weights")
     state, sizes = fastai_to_ulmfit(sd, str(wpath))
     itos = read_fastai_vocab(vocab) if vocab is not None else None
     if itos is not None and len(itos) != sizes["vocab_size"]:
