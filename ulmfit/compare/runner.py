@@ -19,8 +19,8 @@ from ulmfit.compare.rows import csv_list, log, parse_seeds, parse_size, result_r
 from ulmfit.compare.text import ABLATIONS, CORE, LMs, one_run, strategy_plan, warm_up
 from ulmfit.core.checkpoint import atomic_write_text
 from ulmfit.errors import UlmfitError
-from ulmfit.phases.common import check_out_dir
 from ulmfit.phases.config import ClassifierConfig, apply_overrides, from_dict, load_yaml, merge_recipe_data
+from ulmfit.phases.runs import check_out_dir
 
 
 def _split_recipe(config_path: str, overrides: list[str] | None) -> tuple[dict, dict]:

@@ -31,8 +31,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.hub.card import model_card
 from ulmfit.hub.code import CODE_FILES, generate_code
 from ulmfit.phases.backends import backend_of
-from ulmfit.phases.common import check_out_dir
-from ulmfit.phases.runs import find_model
+from ulmfit.phases.runs import check_out_dir, find_model
 from ulmfit.text.awd_lstm.hub_format import CONFIG, MODEL_TYPE, PREFIX, TASK_CLAS, TASK_LM, WEIGHTS
 from ulmfit.text.awd_lstm.lm_io import load_lm
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier

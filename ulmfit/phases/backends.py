@@ -19,11 +19,12 @@ from ulmfit.core.device import resolve_device
 from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import classifier, lm, transformers
-from ulmfit.phases.common import check_out_dir, log, world
+from ulmfit.phases.common import log, world
 from ulmfit.phases.config import TrainSection
-from ulmfit.phases.runs import RunInfo, begin_run, finish_run, read_run
+from ulmfit.phases.runs import RunInfo, begin_run, check_out_dir, finish_run, read_run
 from ulmfit.text.awd_lstm.hub_format import load_exported_classifier, load_exported_lm
 from ulmfit.text.awd_lstm.lm_io import load_lm, read_lm_config
+from ulmfit.text.awd_lstm.lm_train import generate as sample
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
 from ulmfit.text.transformers.text_classifier import TransformersTextClassifier
@@ -56,14 +57,17 @@ def _awd_load_classifier(info: RunInfo):
 
 
 def _transformers_load_classifier(info: RunInfo):
-    model = info.path / "model"
-    return TransformersTextClassifier.load(model if (model / "ulmfit_head.json").is_file() else info.path)
+    return TransformersTextClassifier.load(info.path / (info.tokenizer or "."))  # the save_pretrained folder
 
 
 def _awd_load_lm(info: RunInfo):
     if info.exported:
-        return load_exported_lm(info.path)
-    return load_lm(info.path)[0], TextTokenizer.load(info.path)
+        return load_exported_lm(info.path)  # checks its vocabulary size itself
+    model, tokenizer = load_lm(info.path)[0], TextTokenizer.load(info.path)
+    if len(tokenizer) != model.config.vocab_size:
+        raise UlmfitError(f"{info.path}: the tokenizer has {len(tokenizer)} words but the LM was built for "
+                          f"{model.config.vocab_size}; the vocabulary does not belong to these weights")
+    return model, tokenizer
 
 
 def _awd_lr_find(phase, cfg, start_lr, end_lr, num_it, quiet):
@@ -142,7 +146,7 @@ class RunResult(dict):
         return self._clf.predict(list(texts), top_k=top_k)
 
     def generate(self, prompt: str, n_words: int = 40, temperature: float = 1.0) -> str:
-        return lm.generate(str(self.out), prompt, n_words, temperature)
+        return generate(str(self.out), prompt, n_words, temperature)
 
 
 def _run(phase: str, cfg, quiet: bool, resume: bool, force: bool) -> RunResult:
@@ -150,17 +154,13 @@ def _run(phase: str, cfg, quiet: bool, resume: bool, force: bool) -> RunResult:
     finishes, so a failed or interrupted run never spoils a finished folder (under several
     processes it writes ``out`` directly)."""
     check_train_fields(cfg)
-    check_out_dir(Path(cfg.out).parent, "parent folder of the output")
     fn = getattr(backend(cfg.model.type), phase)
     out = Path(cfg.out)
-    if world()[1] > 1:
-        check_out_dir(out)
-        metrics = fn(cfg, quiet=quiet, resume=resume)
-        log(f"wrote {out}", quiet)
-        return RunResult(metrics, out)
-    stage = begin_run(out, resume, force)
+    staged = world()[1] == 1
+    stage = begin_run(out, resume, force) if staged else check_out_dir(out)
     metrics = fn(dataclasses.replace(cfg, out=str(stage)), quiet=quiet, resume=resume)
-    finish_run(stage, out)
+    if staged:
+        finish_run(stage, out)
     log(f"wrote {out}", quiet)
     return RunResult(metrics, out)
 
@@ -221,6 +221,12 @@ def load_language_model(folder: str | Path, verify: bool = True):
     model, tokenizer = backend_of(info).load_lm(info)
     check_finite(model, info.path)
     return model, tokenizer
+
+
+def generate(model_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, seed: int = 42) -> str:
+    """Continue ``prompt`` with the language model saved in ``model_dir``."""
+    model, tokenizer = load_language_model(model_dir)
+    return sample(model, tokenizer, prompt, n_words, temperature, seed)
 
 
 def check_finite(model, where) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,21 +47,6 @@ def is_table(path: str) -> bool:
 def token_cache(data):
     """The on-disk cache of tokenized texts a phase uses (None when ``data.cache`` is off)."""
     return TokenCache(data.cache_dir) if data.cache else None
-
-
-def check_out_dir(path, what: str = "output folder") -> Path:
-    """Make sure ``path`` can hold outputs before any work starts: a folder (created if needed)
-    that this process can write to; one clear line otherwise."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UlmfitError(f"{what} {out} is an existing file; choose a folder (--out)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".ulmfit-write-check-"):
-            pass
-    except OSError as e:
-        raise UlmfitError(f"cannot write to {what} {out}: {e.strerror or e}") from None
-    return out
 
 
 def _limit(texts: list, n: int | None) -> list:

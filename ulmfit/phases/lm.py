@@ -21,7 +21,6 @@ from ulmfit.phases.config import FinetuneLMConfig, PretrainConfig
 from ulmfit.phases.runs import read_run
 from ulmfit.text.awd_lstm.hub_format import load_exported_lm
 from ulmfit.text.awd_lstm.lm_io import load_fastai_lm, load_lm, load_state, save_lm, transfer_vocab
-from ulmfit.text.awd_lstm.lm_train import generate as sample
 from ulmfit.text.awd_lstm.lm_train import lm_trainer, make_streams
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMLanguageModel
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
@@ -153,16 +152,3 @@ def lr_find_lm(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=Fa
     res.save(s.out)
     shutil.rmtree(s.out / "work", ignore_errors=True)
     return res
-
-
-def generate(model_dir: str, prompt: str, n_words: int = 40, temperature: float = 1.0, seed: int = 42) -> str:
-    """Continue ``prompt`` with the AWD-LSTM language model saved in ``model_dir``."""
-    info = read_run(model_dir).verify()
-    if info.kind != "lm" or info.backend != "awd_lstm" or info.exported:
-        raise UlmfitError(f"{model_dir} is a {info.backend} {info.kind}, not an AWD-LSTM language model run")
-    model, _ = load_lm(model_dir)
-    tokenizer = TextTokenizer.load(model_dir)
-    if len(tokenizer) != model.config.vocab_size:
-        raise UlmfitError(f"{model_dir}: the tokenizer has {len(tokenizer)} words but the LM was built for "
-                          f"{model.config.vocab_size}; the vocabulary does not belong to these weights")
-    return sample(model, tokenizer, prompt, n_words, temperature, seed)

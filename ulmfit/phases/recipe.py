@@ -12,9 +12,9 @@ from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
 from ulmfit.phases.backends import backend, finetune_lm, pretrain, train_classifier
-from ulmfit.phases.common import check_out_dir, log
+from ulmfit.phases.common import log
 from ulmfit.phases.config import RecipeConfig, save_yaml
-from ulmfit.phases.runs import write_manifest
+from ulmfit.phases.runs import check_out_dir, write_manifest
 from ulmfit.phases.use import evaluate
 
 

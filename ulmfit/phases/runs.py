@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def write_manifest(out: str | Path, kind: str, backend: str, phase: str, parent:
     return path
 
 
+def check_out_dir(path, what: str = "output folder") -> Path:
+    """Make sure ``path`` can hold outputs before any work starts: a folder (created if needed)
+    that this process can write to; one clear line otherwise."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UlmfitError(f"{what} {out} is an existing file; choose a folder (--out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".ulmfit-write-check-"):
+            pass
+    except OSError as e:
+        raise UlmfitError(f"cannot write to {what} {out}: {e.strerror or e}") from None
+    return out
+
+
 def staging_dir(out: str | Path) -> Path:
     """Where a phase writes until it finishes: ``<out>.partial`` beside the output folder."""
     out = Path(out)
@@ -111,8 +127,7 @@ def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
         raise UlmfitError(f"output folder {out} is an existing file; choose a folder (--out)")
     if not resume:
         shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True, exist_ok=True)
-    return stage
+    return check_out_dir(stage)
 
 
 def finish_run(stage: Path, out: str | Path) -> None:
@@ -157,9 +172,9 @@ def _recognise(d: Path) -> RunInfo | None:
         return RunInfo(d, "ensemble", "awd_lstm", "ensemble")
     if (d / "classifier_config.json").is_file():
         return RunInfo(d, "classifier", "awd_lstm", "classifier", cfg.get("encoder"), "tokenizer.json")
-    for cand in (d, d / "model"):
+    for cand, where in ((d, "."), (d / "model", "model")):
         if (cand / "ulmfit_head.json").is_file():
-            return RunInfo(d, "classifier", "transformers", "classifier", cfg.get("encoder"), "model")
+            return RunInfo(d, "classifier", "transformers", "classifier", cfg.get("encoder"), where)
     if (d / "lm_config.json").is_file():
         phase = "finetune_lm" if (d / "encoder.safetensors").is_file() or cfg.get("pretrained") else "pretrain"
         return RunInfo(d, "lm", "awd_lstm", phase, cfg.get("pretrained"), "tokenizer.json")

@@ -12,11 +12,10 @@ from pathlib import Path
 from ulmfit.core.device import resolve_device
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
-from ulmfit.phases.backends import load_classifier, load_language_model
+from ulmfit.phases.backends import generate, load_classifier, load_language_model
 from ulmfit.phases.classifier import evaluate_split, write_evaluation
-from ulmfit.phases.common import check_out_dir, is_table
-from ulmfit.phases.lm import generate
-from ulmfit.phases.runs import read_run
+from ulmfit.phases.common import is_table
+from ulmfit.phases.runs import check_out_dir, read_run
 from ulmfit.text.awd_lstm.lm_train import perplexity
 from ulmfit.text.data.readers import encode_labels, load_corpus, read_lines, read_texts
 
