@@ -86,7 +86,11 @@ def finetune_lm(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET,
 def train_classifier(config: Optional[str] = CONFIG, set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
                      encoder: Optional[str] = typer.Option(None, help="Fine-tuned LM folder (omit: random encoder)."),
                      quiet: bool = QUIET, resume: bool = RESUME, force: bool = FORCE):
-    """Phase 3: train a text classifier with gradual unfreezing; evaluates on the test file if given."""
+    """Phase 3: train a text classifier with gradual unfreezing; evaluates on the test file if given.
+
+    AWD-LSTM classifiers read at most the last `max_tokens` tokens of a text (default
+    max_len + 10 chunks = 2,160; what comes before no longer changes the pooled features): a very
+    long document costs what a long review costs. Transformers classifiers read the first `max_length` tokens."""
     from ulmfit import phases
 
     extra = [f"encoder={encoder}"] if encoder else []
@@ -120,7 +124,11 @@ def evaluate(model: str = typer.Argument(..., help="A classifier folder (train-c
              out: Optional[str] = OUT, bs: int = typer.Option(64, min=1, help="Batch size."),
              device: str = DEVICE, no_verify: bool = NO_VERIFY):
     """Evaluate a classifier on a labelled file (accuracy, macro-F1, report, confusion matrix), or a
-    language model on any text file (perplexity)."""
+    language model on any text file (perplexity).
+
+    AWD-LSTM classifiers read at most the last `max_tokens` tokens of a text (default
+    max_len + 10 chunks = 2,160; what comes before no longer changes the pooled features): a very
+    long document costs what a long review costs. Transformers classifiers read the first `max_length` tokens."""
     from ulmfit import phases
 
     _emit(phases.evaluate(model, data, text_cols=text_col, label_col=label_col, out=out, bs=bs, device=device,
@@ -136,7 +144,11 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
             bs: int = typer.Option(64, min=1, help="Batch size."),
             device: str = DEVICE, no_verify: bool = NO_VERIFY):
-    """Classify texts; prints one JSON line (or CSV row) per text, in input order."""
+    """Classify texts; prints one JSON line (or CSV row) per text, in input order.
+
+    AWD-LSTM classifiers read at most the last `max_tokens` tokens of a text (default
+    max_len + 10 chunks = 2,160; what comes before no longer changes the pooled features): a very
+    long document costs what a long review costs. Transformers classifiers read the first `max_length` tokens."""
     from ulmfit import phases
 
     if not texts and not file:

@@ -6,6 +6,9 @@ import torch
 
 # tokenized-text cache of the phases (data.cache): a fresh one per test session, not ~/.cache/ulmfit
 os.environ.setdefault("ULMFIT_CACHE", tempfile.mkdtemp(prefix="ulmfit-test-cache-"))
+# a fixed thread count: the trainer's thread governor (core/threads.py) would otherwise follow the
+# load of whatever else runs on the machine, and the last bits of a result depend on the count
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 from cli_helpers import TINY, ulmfit  # noqa: E402
 

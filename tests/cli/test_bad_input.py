@@ -241,3 +241,30 @@ def test_generate_with_a_mismatched_vocabulary_is_one_line(tiny_run, tmp_path):
     (lm / "run.json").unlink()  # an old folder without a manifest: the sizes still disagree
     r = ulmfit("generate", str(lm), "What is", check=False)
     assert r.returncode == 2 and "does not belong to these weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_5mb_document_reads_only_its_last_max_tokens(good):
+    """Issue #24 item 8: one 5 MB row took minutes; the classifier reads its last max_tokens tokens
+    (whole chunks), so evaluate and predict answer like for that tail alone."""
+    words = "the film was long and the plot went on and on".split()
+    tail = "who wrote this very last question ?"
+    huge = " ".join(words[i % len(words)] for i in range(1_200_000)) + " " + tail  # ~5 MB
+    f = good / "huge.csv"
+    f.write_text(f'text,label\n"{huge}",DESC\nwhat is it ?,DESC\n')
+    assert f.stat().st_size > 4_500_000
+    metrics = json.loads(ulmfit("evaluate", str(good / "clf"), str(f)).stdout)
+    assert "test_accuracy" in metrics
+    cfg = json.loads((good / "clf" / "classifier_config.json").read_text())
+    n = cfg["max_tokens"]
+    assert n == (-(-cfg["max_len"] // cfg["bptt"]) + 10) * cfg["bptt"]  # max_len + 10 chunks
+    # the probabilities of a text made of the last tokens alone (xxbos + the words after the cut,
+    # as many tokens as the classifier keeps of the huge one): nothing before them was read
+    n_tokens = len(huge.split()) + 1  # one token per word here, plus xxbos
+    drop = -(-(n_tokens - n) // cfg["bptt"]) * cfg["bptt"]
+    kept = " ".join(huge.split()[drop:])
+    lines = good / "huge_and_tail.txt"
+    lines.write_text(huge + "\n" + kept + "\n")
+    a, b = [json.loads(x) for x in ulmfit("predict", str(good / "clf"), "--file", str(lines),
+                                          "--top-k", "6").stdout.splitlines()]
+    assert [k["label"] for k in a["top_k"]] == [k["label"] for k in b["top_k"]]
+    assert all(abs(x["probability"] - y["probability"]) < 1e-5 for x, y in zip(a["top_k"], b["top_k"]))

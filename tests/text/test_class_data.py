@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.data.class_data import ClassificationBatches
+from ulmfit.text.data.class_data import ClassificationBatches, tail_ids
 
 
 def _data(n=300, seed=0):
@@ -42,10 +42,17 @@ def test_eval_sorted_and_restore():
     assert b.restore(ys).tolist() == labels.tolist()
 
 
-def test_max_len_keeps_first_tokens():
-    b = ClassificationBatches([list(range(2, 100))], [0], bs=1, bptt=8, max_len=10, shuffle=False)
+def test_max_tokens_keeps_the_last_whole_chunks():
+    # 98 tokens = 12 chunks of 8 + 2: keeping at most 20 drops whole chunks from the front, so the
+    # 18 kept sit in the chunks where they sat in the whole text (the pooled window is the same)
+    b = ClassificationBatches([list(range(2, 100)), [2, 5, 6]], [0, 1], bs=2, bptt=8, max_tokens=20,
+                              shuffle=False)
     x, _ = next(iter(b))
-    assert x.shape == (1, 16) and x[0, -10:].tolist() == list(range(2, 12))
+    assert x.shape == (2, 24) and x[0, -18:].tolist() == list(range(82, 100)) and x[0, :6].eq(1).all()
+    assert x[1, -3:].tolist() == [2, 5, 6] and x[1, :-3].eq(1).all()  # a short text is untouched
+    assert b.lengths.tolist() == [18, 3]
+    assert tail_ids(np.arange(98), 20, 1).tolist() == list(range(78, 98))
+    assert tail_ids(np.arange(98), 4, 8).tolist() == list(range(94, 98))  # a cap under one chunk
 
 
 def test_multilabel_and_ranks():

@@ -67,3 +67,28 @@ def test_layer_groups_cover_everything():
     m = model()
     g = LayerGroups(m, m.layer_groups())
     assert len(g) == 4  # embedding, 2 LSTMs, head
+
+
+def test_max_tokens_default_and_what_prediction_reads():
+    """A classifier reads at most the last max_tokens tokens of a text, cut at a chunk boundary of
+    the whole text (issue #24 item 8)."""
+    import numpy as np
+
+    from ulmfit.text.awd_lstm.classifier import default_max_tokens
+    from ulmfit.text.awd_lstm.text_classifier import TextClassifier
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
+
+    assert default_max_tokens(1440, 72) == 2160 and default_max_tokens(100, 72) == 12 * 72
+    m = model(max_len=8, bptt=4)
+    assert m.max_tokens == (2 + 10) * 4
+    tok = TextTokenizer.from_vocab(["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"]
+                                   + [f"w{i}" for i in range(m.config.vocab_size - 9)])
+    clf = TextClassifier(m, tok, ["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    long = np.concatenate([[2], rng.integers(9, m.config.vocab_size, 5000)]).astype(np.int64)  # 5001 = 4k + 1
+    kept = long[-45:]  # whole chunks dropped: 45 <= 48 tokens, 45 = 4k + 1
+    other = np.concatenate([[2], rng.integers(9, m.config.vocab_size, 2999), kept])  # another start, same end
+    p = clf.predict_proba(None, ids=[long, kept, other])
+    assert np.allclose(p[0], p[1], rtol=0, atol=1e-6) and np.allclose(p[0], p[2], rtol=0, atol=1e-6)
+    m.max_tokens = 10 ** 9  # reading everything: the 40 warm-up tokens already gave the same answer
+    assert np.allclose(clf.predict_proba(None, ids=[long])[0], p[0], rtol=0, atol=1e-4)

@@ -34,6 +34,7 @@ from ulmfit.core.groups import LayerGroups, lr_spec_to_list, set_group_lrs
 from ulmfit.core.schedules import make_schedule
 from ulmfit.core.seed import set_seed
 from ulmfit.core.strategies import Stage
+from ulmfit.core.threads import ThreadGovernor
 from ulmfit.core.train_config import Hooks, TrainConfig
 from ulmfit.errors import Interrupted, UlmfitError
 
@@ -74,6 +75,10 @@ class Trainer:
         acc = self.accelerator
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        # fewer threads while other processes share the CPU (core/threads.py); one process only:
+        # under torchrun each rank keeps the count the launcher gave it
+        self._threads = ThreadGovernor(enabled=not cfg.num_threads and acc.device.type == "cpu"
+                                       and acc.num_processes == 1)
         if cfg.flush_denormal and acc.device.type == "cpu":
             torch.set_flush_denormal(True)
         self.model.to(acc.device)
@@ -335,6 +340,7 @@ class Trainer:
                                    lrs, ctx=f"at epoch {epoch + 1}, step {i + 1}")
             running += loss
             n += 1
+            self._threads.tick()
             bar.update(1)
             if n % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{(running / n).item():.4f}")

@@ -48,7 +48,7 @@ def _classifier(src: Path):
         raise UlmfitError(f"{src} is a backward classifier; export its forward twin (the Hub code reads "
                           "texts forwards only)")
     model = clf.model
-    cfg = {"task": TASK_CLAS, "bptt": model.bptt, "max_len": model.max_len,
+    cfg = {"task": TASK_CLAS, "bptt": model.bptt, "max_len": model.max_len, "max_tokens": model.max_tokens,
            "head_hidden": model.head.layers[2].out_features,
            "head_ps": [model.head.layers[1].p, model.head.layers[5].p],
            "multi_label": clf.multi_label, "threshold": clf.threshold,

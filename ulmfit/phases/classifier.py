@@ -130,7 +130,8 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
         quiet)
     tokenizer, lm_cfg = _tokenizer_and_encoder(cfg, data.train.texts)
     model = AWDLSTMClassifier(classifier_encoder_config(lm_cfg, cfg.model.drop_mult), len(data.classes),
-                              bptt=t.bptt, max_len=cfg.max_len, head_hidden=cfg.head_hidden)
+                              bptt=t.bptt, max_len=cfg.max_len, head_hidden=cfg.head_hidden,
+                              max_tokens=cfg.max_tokens)
     if cfg.encoder:
         load_weights(model.encoder, _encoder_weights(Path(cfg.encoder), model))
     clf = TextClassifier(model, tokenizer, data.classes, data.multi_label, cfg.threshold, cfg.model.backwards)
@@ -138,7 +139,7 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
     cache = token_cache(d)
     mk = lambda split, shuffle, where: ClassificationBatches(  # noqa: E731
         _ids(clf, split.texts, where, d.strict, cache), split.labels, bs=t.bs, bptt=t.bptt,
-        pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, rank=rank, world_size=n_ranks,
+        pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, max_tokens=model.max_tokens, rank=rank, world_size=n_ranks,
         n_classes=len(data.classes) if data.multi_label else None)
     train = mk(data.train, True, str(d.train))
     valid = mk(data.valid, False, str(d.valid or d.train))

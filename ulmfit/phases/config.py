@@ -163,7 +163,7 @@ class FinetuneLMConfig:
 
 @dataclass
 class ClassifierConfig:
-    RANGES = {"max_len": AT_LEAST_1, "head_hidden": AT_LEAST_1, "label_smoothing": (0, True, 1, False),
+    RANGES = {"max_len": AT_LEAST_1, "max_tokens": AT_LEAST_1, "head_hidden": AT_LEAST_1, "label_smoothing": (0, True, 1, False),
               "threshold": OPEN_FRACTION}
 
     encoder: str | None = None         # fine-tuned LM folder; None = random encoder (baseline)
@@ -175,6 +175,7 @@ class ClassifierConfig:
     train: TrainSection = field(default_factory=lambda: TrainSection(
         strategy="gradual", epochs=[1, 1, 1, 6], lr=[4e-2, 2e-2, 1e-2, 5e-3], lr_factor=1.0, schedule="one_cycle"))
     max_len: int = 72 * 20             # BPT3C: keep outputs for the last max_len tokens
+    max_tokens: int | None = None      # read at most the last max_tokens tokens of a text; None: max_len + 10 chunks
     head_hidden: int = 50                # size of the head's hidden layer
     label_smoothing: float = 0.0         # cross-entropy label smoothing (single-label)
     threshold: float = 0.5             # multi-label decision threshold

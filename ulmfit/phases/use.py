@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ulmfit.core.device import resolve_device
+from ulmfit.core.threads import fit_to_cores
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
 from ulmfit.phases.backends import generate, load_classifier, load_language_model
@@ -28,6 +29,7 @@ def evaluate(model_dir: str, data: str, text_cols=None, label_col=None, out=None
     perplexity of a saved language model on any text file; on the CPU or on ``device``."""
     if out:
         check_out_dir(out, "--out folder")
+    fit_to_cores()
     if read_run(model_dir).kind == "lm":
         return _lm_perplexity(model_dir, data, text_cols, out, device, verify)
     clf = load_classifier(model_dir, device, verify)
@@ -69,6 +71,7 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
     if fmt not in ("jsonl", "csv"):
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
+    fit_to_cores()
     clf = load_classifier(model_dir, device, verify)
     if file:
         texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if is_table(file)

@@ -3,6 +3,10 @@
 BPT3C (backpropagation through time for text classification): the document goes through the
 encoder in bptt-sized chunks with the hidden state carried over; only the chunks covering the
 last `max_len` positions keep their outputs and gradients (earlier chunks run without autograd).
+Earlier text only sets the hidden state the kept chunks start from, and its influence fades: a
+classifier reads at most the last `max_tokens` tokens of a document (default `max_len` plus
+WARMUP_CHUNKS chunks of warm-up, see `default_max_tokens`), so a 5 MB document costs what a long
+review costs.
 
 Layout: each row's text is moved so that it starts on a chunk boundary (whole chunks of padding
 before it, the remainder after it), as fastai's `pad_input_chunk` does; rows whose text has not
@@ -21,6 +25,17 @@ from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMEncoder
 
 # fastai's classifier dropouts (awd_lstm_clas_config), before drop_mult
+# chunks read before the pooled window: a pretrained encoder's pooled features no longer change
+# (relative difference < 1e-5) after 4 (docs/results.md, "Very long documents")
+WARMUP_CHUNKS = 10
+
+
+def default_max_tokens(max_len: int, bptt: int) -> int:
+    """Tokens a classifier reads per document by default: the pooled window (max_len rounded up
+    to whole chunks) and WARMUP_CHUNKS chunks before it to warm the hidden state up."""
+    return (math.ceil(max_len / bptt) + WARMUP_CHUNKS) * bptt
+
+
 CLAS_DROPOUTS = dict(output_p=0.4, hidden_p=0.3, input_p=0.4, embed_p=0.05, weight_p=0.5)
 
 
@@ -88,9 +103,11 @@ class AWDLSTMClassifier(nn.Module):
     """Encoder read with BPT3C + concat-pooling head. `forward(ids)` -> logits (bs, n_classes)."""
 
     def __init__(self, config: AWDLSTMConfig, n_classes: int, bptt: int = 72, max_len: int = 72 * 20,
-                 head_hidden: int = 50, head_ps=None):
+                 head_hidden: int = 50, head_ps=None, max_tokens: int | None = None):
         super().__init__()
         self.config, self.bptt, self.max_len = config, bptt, max_len
+        # what the data side feeds per document (ClassificationBatches' max_tokens)
+        self.max_tokens = max_tokens or default_max_tokens(max_len, bptt)
         self.encoder = AWDLSTMEncoder(config)
         ps = head_ps or (CLAS_DROPOUTS["output_p"] * config.drop_mult, 0.1 * config.drop_mult)
         self.head = PoolingHead(config.emb_size, n_classes, head_hidden, ps)
@@ -133,7 +150,9 @@ class AWDLSTMClassifier(nn.Module):
 def check_head_settings(settings: dict, where) -> None:
     """Refuse a saved classifier's bptt / max_len / head_hidden that are not positive integers
     (a hand-edited config would otherwise fail deep inside the model)."""
-    for key in ("bptt", "max_len", "head_hidden"):
+    for key in ("bptt", "max_len", "head_hidden", "max_tokens"):
         v = settings.get(key)
+        if key == "max_tokens" and v is None:  # folders written before the cap: the default
+            continue
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise UlmfitError(f"{where}: {key} must be a positive integer, got {v!r}")

@@ -106,7 +106,7 @@ def load_exported_classifier(folder, device: str | None = None):
     try:
         classes = [id2label[str(i)] for i in range(len(id2label))]
         model = AWDLSTMClassifier(awd, len(classes), int(cfg["bptt"]), int(cfg["max_len"]), int(cfg["head_hidden"]),
-                                  tuple(cfg["head_ps"]) if cfg.get("head_ps") else None)
+                                  tuple(cfg["head_ps"]) if cfg.get("head_ps") else None, cfg.get("max_tokens"))
     except (KeyError, TypeError, ValueError) as e:
         raise UlmfitError(f"{d / CONFIG}: incomplete classifier settings ({type(e).__name__}: {e})") from None
     if not classes:

@@ -42,6 +42,7 @@ class TextClassifier:
         return {"model_type": "ulmfit-awd-lstm-classifier", "awd_lstm": m.config.to_dict(),
                 "n_classes": len(self.classes), "classes": self.classes, "multi_label": self.multi_label,
                 "threshold": self.threshold, "bptt": m.bptt, "max_len": m.max_len,
+                "max_tokens": m.max_tokens,
                 "head_hidden": m.head.layers[2].out_features,
                 "head_ps": [m.head.layers[1].p, m.head.layers[5].p], "backwards": self.backwards}
 
@@ -70,7 +71,8 @@ class TextClassifier:
         if len(tok) != cfg.vocab_size:
             raise UlmfitError(f"{d}: the tokenizer has {len(tok)} words but the model was built for "
                               f"{cfg.vocab_size}; the vocabulary does not match the weights")
-        model = AWDLSTMClassifier(cfg, c["n_classes"], c["bptt"], c["max_len"], c["head_hidden"], c["head_ps"])
+        model = AWDLSTMClassifier(cfg, c["n_classes"], c["bptt"], c["max_len"], c["head_hidden"], c["head_ps"],
+                                  c.get("max_tokens"))
         load_weights(model, d / WEIGHTS_NAME)
         model.eval()
         if device:
@@ -95,7 +97,7 @@ class TextClassifier:
         ids = self.encode(texts) if ids is None else ids
         self.model.eval()
         batches = ClassificationBatches(ids, None, bs=bs, bptt=self.model.bptt, pad_id=self.tokenizer.pad_id,
-                                        shuffle=False)
+                                        shuffle=False, max_tokens=self.model.max_tokens)
         device = next(self.model.parameters()).device
         outs = []
         for x, _ in batches:

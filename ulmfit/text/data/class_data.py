@@ -8,9 +8,10 @@ sorted by length, longest first; ``order`` holds the input index of every row in
 ``restore(preds)`` puts per-row outputs back into input order.
 
 Each batch is padded with ``pad_id`` at the FRONT up to a multiple of ``bptt``, so BPT3C chunks
-line up and the last token of every row is real text. ``max_len`` truncation keeps the FIRST
-``max_len`` tokens (xxbos and the opening of the text; the classifier's BPT3C already limits
-gradients to the last tokens it reads). Under ``world_size`` processes each rank takes every
+line up and the last token of every row is real text. ``max_tokens`` caps what a text gives: at
+most its LAST ``max_tokens`` tokens, the end that BPT3C pools over, cut at a chunk boundary of the
+whole text so the pooled chunks are the ones the whole text gives (``tail_ids``); one huge
+document then costs no more than a long one. Under ``world_size`` processes each rank takes every
 ``world_size``-th batch; in training, ranks with fewer batches wrap around so all ranks yield the
 same number of batches.
 """
@@ -24,6 +25,16 @@ import torch
 
 from ulmfit.errors import UlmfitError
 from ulmfit.text.tokenize.special import PAD_ID
+
+
+def tail_ids(ids: np.ndarray, max_tokens: int | None, bptt: int = 1) -> np.ndarray:
+    """At most the last ``max_tokens`` of ``ids``, dropping whole ``bptt`` chunks from the front
+    (a text starts on a chunk boundary, so the chunks left are laid out as in the whole text)."""
+    if not max_tokens or len(ids) <= max_tokens:
+        return ids
+    bptt = bptt if bptt and bptt <= max_tokens else 1
+    drop = -(-(len(ids) - max_tokens) // bptt) * bptt
+    return ids[drop:]
 
 
 def sortish_batches(lengths: np.ndarray, bs: int, rng: np.random.Generator,
@@ -50,7 +61,7 @@ class ClassificationBatches:
 
     def __init__(self, ids: Sequence, labels=None, bs: int = 64, bptt: int = 72,
                  pad_id: int = PAD_ID, shuffle: bool = True, seed: int = 0,
-                 max_len: int | None = None, rank: int = 0, world_size: int = 1,
+                 max_tokens: int | None = None, rank: int = 0, world_size: int = 1,
                  n_classes: int | None = None, chunk_batches: int = 50):
         if len(ids) == 0:
             raise UlmfitError("no texts to batch: the dataset is empty after filtering")
@@ -58,8 +69,7 @@ class ClassificationBatches:
             raise UlmfitError(f"{len(ids)} texts but {len(labels)} labels")
         if not 0 <= rank < world_size:
             raise UlmfitError(f"rank {rank} is not in 0..{world_size - 1} (world_size)")
-        self.ids = [np.asarray(a, dtype=np.int64)[:max_len] if max_len else
-                    np.asarray(a, dtype=np.int64) for a in ids]
+        self.ids = [tail_ids(np.asarray(a, dtype=np.int64), max_tokens, bptt) for a in ids]
         self.lengths = np.array([len(a) for a in self.ids])
         self.labels = None if labels is None else np.asarray(labels)
         self.multi_label = self.labels is not None and self.labels.ndim == 2
