@@ -9,7 +9,7 @@ gives the same ids with neither, on the UTF-8 bytes of the batch joined into one
    of one character, is exactly one token of ``rules.WORD_PATTERN``; the other chunks
    (``don't``, ``1,000``, ``word,``) are split by the Rust pre-tokenizer itself, in one call;
 3. ``xxup`` / ``xxmaj`` are decided per chunk from the ASCII capitals (the rules of
-   ``rules._case_bytes``); lower-casing is a byte table (ASCII) or ``str.lower``;
+   ``rules._case_bytes``); lower-casing is byte arithmetic (ASCII) or ``str.lower``;
 4. a one-token chunk of up to ``MAX_KEYED`` bytes is read as 64-bit words straight from the
    buffer, hashed, found by binary search among the vocabulary's hashes and then checked word by
    word against the entry found, so the id is exact whatever the hash does (longer chunks go
@@ -17,9 +17,13 @@ gives the same ids with neither, on the UTF-8 bytes of the batch joined into one
 5. the ids are scattered into one array with ``xxbos`` (and ``xxeos``) per text, then the
    word-repeat rule runs on ids (``rules.wrep_ids``).
 
+Steps 1-2 (``token_spans``) also give ``word_counts`` the tokens to count for a vocabulary. A
+process takes its texts in pieces of ``PIECE_CHARS`` (``piece_bounds``), whose arrays stay in cache.
+
 Which non-ASCII characters are word characters is asked of the Rust pre-tokenizer (its ``\\w`` is
 Unicode's, with combining marks), once per character. ``encode_joined`` returns ``None`` (the
-caller then uses the Rust path) when a character's lower-case form has another UTF-8 length.
+caller then uses the Rust path) when a character's lower-case form has another UTF-8 length, or
+for a capital sigma (``str.lower`` makes it ``ς`` at a word's end).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,23 +44,22 @@ _C_SPACE, _C_WORD, _C_OTHER = 0, 1, 2
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _ascii_tables():
-    cls = np.full(256, _C_OTHER, np.uint8)
-    for i in range(128):
-        ch = chr(i)
-        if R._SPACE[i] or ch.isspace():
-            cls[i] = _C_SPACE
-        elif ch.isalnum() or ch == "_":
-            cls[i] = _C_WORD
-    low = np.arange(256, dtype=np.uint8)
-    low[65:91] += 32
-    return cls, low
+def _byte_classes(b: np.ndarray) -> np.ndarray:
+    """Class of each byte as an ASCII character, in SIMD passes (faster than a 256-entry table
+    gather): space is NUL, 9-13 and 28-32 (``rules._SPACE`` and ``str.isspace``), word is
+    ``[0-9A-Za-z_]``, anything else (bytes >= 128 too) is other."""
+    u8 = np.uint8
+    word = ((b | u8(32)) - u8(97) < 26) | (b - u8(48) < 10) | (b == 95)
+    not_space = (b - u8(9) >= 5) & (b - u8(28) >= 5) & (b != 0)
+    return (not_space.view(np.uint8) << 1) - word.view(np.uint8)
 
 
-_ASCII_CLS, _ASCII_LOWER = _ascii_tables()
+def _lower_bytes(b: np.ndarray) -> np.ndarray:
+    """``A-Z`` to ``a-z``, other bytes kept (a quarter of the cost of a table gather)."""
+    return b | ((b - np.uint8(65) < 26).view(np.uint8) << 5)
 
 
-def _word_keys(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray):
+def word_keys(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray):
     """For spans ``buf[s:s+n]`` (n <= MAX_KEYED; ``buf`` padded with MAX_KEYED zero bytes): the
     span as four little-endian uint64 words (bytes past the end zeroed) and a 64-bit hash."""
     view = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
@@ -81,22 +85,69 @@ def _word_keys(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray):
     return words, h
 
 
-class VocabTable:
-    """The vocabulary's strings as ``_word_keys`` in an open-addressing table, plus what ``encode_joined``
-    needs from the tokenizer: ``stoi`` and the Rust pre-tokenizer (``split``)."""
+class WordSplitter:
+    """What the numpy pass asks of the Rust pre-tokenizer (``rules.WORD_PATTERN``): the class of a
+    non-ASCII character (``char_class``) and the tokens of the chunks it cannot split (``split``)."""
+
+    def __init__(self, pre_tokenizer):
+        self.pre = pre_tokenizer
+        self._cls: dict[int, int] = {}
+
+    def char_class(self, cp: int) -> int:
+        """Space (Python's ``isspace``, as ``rules`` normalises), word or other (the Rust split)."""
+        c = self._cls.get(cp)
+        if c is None:
+            ch = chr(cp)
+            if ch.isspace():
+                c = _C_SPACE
+            else:
+                try:
+                    toks = [t for t, _ in self.pre.pre_tokenize_str("_" + ch)]
+                except Exception:  # a lone surrogate
+                    toks = []
+                c = _C_WORD if toks == ["_" + ch] else _C_SPACE if toks == ["_"] else _C_OTHER
+            self._cls[cp] = c
+        return c
+
+    def split(self, chunks: list[str]) -> list[list[str]]:
+        """Tokens of each chunk, from one call of the Rust pre-tokenizer."""
+        joined = " ".join(chunks)
+        toks = self.pre.pre_tokenize_str(joined)
+        starts = np.cumsum([0] + [len(c) + 1 for c in chunks[:-1]])
+        which = np.searchsorted(starts, [o[0] for _, o in toks], side="right") - 1
+        out: list[list[str]] = [[] for _ in chunks]
+        for k, (t, _) in zip(which.tolist(), toks):
+            out[k].append(t)
+        return out
+
+
+class VocabTable(WordSplitter):
+    """The vocabulary's strings as ``word_keys`` in an open-addressing table, plus what
+    ``encode_joined`` needs from the tokenizer: ``stoi`` and the Rust pre-tokenizer."""
 
     def __init__(self, itos: list[str], stoi: dict[str, int], pre_tokenizer):
-        self.stoi, self.pre = stoi, pre_tokenizer
-        self._cls: dict[int, int] = {}
+        super().__init__(pre_tokenizer)
+        self.stoi = stoi
         enc = [(i, s.encode("utf-8", "surrogatepass")) for i, s in enumerate(itos) if s]
         enc = [(i, b) for i, b in enc if len(b) <= MAX_KEYED]
         lens = np.array([len(b) for _, b in enc], np.int64)
         buf = np.frombuffer(b"".join(b for _, b in enc) + bytes(MAX_KEYED + 8), np.uint8)
-        words, h = _word_keys(buf, np.cumsum(lens) - lens, lens)
+        words, h = word_keys(buf, np.cumsum(lens) - lens, lens)
         self.hash, self.words, self.lens = h, words, lens
         self.ids = np.array([i for i, _ in enc], np.int32)
         self.usable = bool(len(h)) and len(np.unique(h)) == len(h)
         self._build_slots()
+        self._memo: dict[bytes, list[int]] = {}
+
+    def chunk_ids(self, chunks: list[bytes]) -> list[list[int]]:
+        """Ids of each chunk's tokens (``split``), kept for the next call: the same chunks recur."""
+        memo = self._memo if len(self._memo) < 1 << 16 else {}
+        new = [c for c in dict.fromkeys(chunks) if c not in memo]
+        get = self.stoi.get
+        for c, toks in zip(new, self.split([c.decode("utf-8", "surrogatepass") for c in new])):
+            memo[c] = [get(t, UNK_ID) for t in toks]
+        self._memo = memo
+        return [memo[c] for c in chunks]
 
     def _build_slots(self):
         """Open addressing (linear probing, load <= 1/4) from hash to entry, built in rounds."""
@@ -133,41 +184,14 @@ class VocabTable:
             ok &= self.words[j, pos] == words[j]
         return np.where(ok, self.ids[pos], UNK_ID).astype(np.int32)
 
-    def char_class(self, cp: int) -> int:
-        """Space (Python's ``isspace``, as ``rules`` normalises), word or other (the Rust split)."""
-        c = self._cls.get(cp)
-        if c is None:
-            ch = chr(cp)
-            if ch.isspace():
-                c = _C_SPACE
-            else:
-                try:
-                    toks = [t for t, _ in self.pre.pre_tokenize_str("_" + ch)]
-                except Exception:  # a lone surrogate
-                    toks = []
-                c = _C_WORD if toks == ["_" + ch] else _C_SPACE if toks == ["_"] else _C_OTHER
-            self._cls[cp] = c
-        return c
 
-    def split(self, chunks: list[str]) -> list[list[str]]:
-        """Tokens of each chunk, from one call of the Rust pre-tokenizer."""
-        joined = " ".join(chunks)
-        toks = self.pre.pre_tokenize_str(joined)
-        starts = np.cumsum([0] + [len(c) + 1 for c in chunks[:-1]])
-        which = np.searchsorted(starts, [o[0] for _, o in toks], side="right") - 1
-        out: list[list[str]] = [[] for _ in chunks]
-        for k, (t, _) in zip(which.tolist(), toks):
-            out[k].append(t)
-        return out
-
-
-def _bytes_and_classes(big: str, table: VocabTable, lower: bool):
+def _bytes_and_classes(big: str, splitter: WordSplitter, lower: bool):
     """Original bytes, lower-cased bytes and the class of every byte (None: a character whose
     lower-case form has another UTF-8 length). Non-ASCII characters are decoded from their lead
     bytes, classified and lower-cased once per distinct character."""
     b0 = np.frombuffer(big.encode("utf-8", "surrogatepass"), np.uint8)
-    cls = _ASCII_CLS[b0]
-    low = _ASCII_LOWER[b0] if lower else b0
+    cls = _byte_classes(b0)
+    low = _lower_bytes(b0) if lower else b0
     if big.isascii():
         return b0, low, cls
     pos = np.flatnonzero(b0 >= 0xC0)  # lead bytes of multi-byte characters
@@ -183,7 +207,9 @@ def _bytes_and_classes(big: str, table: VocabTable, lower: bool):
     changed = np.zeros(len(uniq), bool)
     for k, u in enumerate(uniq.tolist()):
         ch = chr(u)
-        ucls[k] = table.char_class(u)
+        ucls[k] = splitter.char_class(u)
+        if lower and u == 0x3A3:  # str.lower makes a word-final capital sigma "ς", else "σ"
+            return None
         if lower and ch.lower() != ch:
             lb = ch.lower().encode("utf-8", "surrogatepass")
             if len(lb) != len(ch.encode("utf-8", "surrogatepass")):
@@ -212,33 +238,42 @@ def _any_in(flags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarr
     return np.logical_or.reduceat(flags, idx)[0::2]
 
 
-def _chunks_of(pos: np.ndarray, cs: np.ndarray) -> np.ndarray:
-    return np.searchsorted(cs, pos, side="right") - 1
+class Spans(NamedTuple):
+    """Where the tokens of a joined buffer are (``token_spans``)."""
+
+    b0: np.ndarray  # the UTF-8 bytes
+    low: np.ndarray  # the same lower-cased (``b0`` itself without lower-casing)
+    cs: np.ndarray  # chunks (runs of non-space characters): bytes [cs, ce)
+    ce: np.ndarray
+    routed: np.ndarray  # per chunk: to be split by the Rust pre-tokenizer (``WordSplitter.split``)
+    ts: np.ndarray  # the tokens of the other chunks: bytes [ts, te) of ``low``, in chunk ``tchunk``
+    te: np.ndarray
+    tchunk: np.ndarray
 
 
-def encode_joined(big: str, n_texts: int, table: VocabTable, cfg: R.RuleConfig):
-    """Ids and per-text lengths of ``big`` (texts joined by ``rules._SEP``, after
-    ``rules.join_rules``): the rest of the word pipeline. ``None`` when the fast path cannot."""
-    got = _bytes_and_classes(big, table, cfg.lower)
+def token_spans(big: str, splitter: WordSplitter, lower: bool) -> Spans | None:
+    """Chunks and tokens of ``big`` (after ``rules.join_rules``) without the regex: a token is a
+    run of word characters or one other character. That is exact unless the chunk has an
+    apostrophe or a ``.``/``,`` between word characters: those chunks are ``routed`` (to Rust).
+    ``None`` when the fast path cannot (see ``_bytes_and_classes``)."""
+    got = _bytes_and_classes(big, splitter, lower)
     if got is None:
         return None
     b0, low, cls = got
     n = len(b0)
-    ns = cls != _C_SPACE
-    first, last = ns.copy(), ns.copy()
-    first[1:] &= ~ns[:-1]
-    last[:-1] &= ~ns[1:]
-    cs, ce = np.flatnonzero(first), np.flatnonzero(last) + 1  # chunks: bytes [cs, ce)
-    # tokens without the regex: a run of word characters, or one other character. Exact unless the
-    # chunk has an apostrophe or a `.`/`,` between word characters: those chunks go to Rust.
-    lead = (b0 & 0xC0) != 0x80
+    nsp = np.zeros(n + 2, bool)  # not space, with a space either side
+    ns = nsp[1:-1]
+    np.not_equal(cls, _C_SPACE, out=ns)
+    edges = np.flatnonzero(nsp[1:] != nsp[:-1])
+    cs, ce = edges[0::2], edges[1::2]
     other = cls == _C_OTHER
-    change = np.ones(n, bool)
-    change[1:] = cls[1:] != cls[:-1]
-    tstart = ns & (change | (other & lead))
-    tend = ns.copy()
-    tend[:-1] &= change[1:] | (other[:-1] & lead[1:])
-    ts, te = np.flatnonzero(tstart), np.flatnonzero(tend) + 1
+    if not big.isascii():  # one other character is one token, however many bytes it has
+        other &= (b0 & 0xC0) != 0x80
+    tstart = np.ones(n, bool)
+    np.not_equal(cls[1:], cls[:-1], out=tstart[1:])
+    tstart |= other
+    tstart &= ns
+    ts = np.flatnonzero(tstart)
     routed = np.zeros(len(cs) + 1, bool)
     apos = np.flatnonzero(b0 == 0x27)
     curly = np.flatnonzero(b0[2:] == 0x99) + 2
@@ -246,11 +281,23 @@ def encode_joined(big: str, n_texts: int, table: VocabTable, cfg: R.RuleConfig):
     punct = np.flatnonzero((b0[1:-1] == 0x2E) | (b0[1:-1] == 0x2C)) + 1
     punct = punct[(cls[punct - 1] == _C_WORD) & (cls[punct + 1] == _C_WORD)]
     for pos in (apos, curly, punct):
-        routed[_chunks_of(pos, cs)] = True
+        routed[np.searchsorted(cs, pos, side="right") - 1] = True
     routed = routed[:-1]
-    tchunk = np.cumsum(first[ts]) - 1  # chunk of each token
+    tchunk = np.cumsum(~nsp[ts]) - 1  # chunk of each token: a token after a space starts one
+    te = np.empty_like(ts)  # tokens tile their chunk: one ends where the next starts...
+    te[:-1], te[-1:] = ts[1:], n
+    np.minimum(te, ce[tchunk], out=te)  # ...or where its chunk ends
     keep = ~routed[tchunk]
-    ts, te, tchunk = ts[keep], te[keep], tchunk[keep]
+    return Spans(b0, low, cs, ce, routed, ts[keep], te[keep], tchunk[keep])
+
+
+def encode_joined(big: str, n_texts: int, table: VocabTable, cfg: R.RuleConfig):
+    """Ids and per-text lengths of ``big`` (texts joined by ``rules._SEP``, after
+    ``rules.join_rules``): the rest of the word pipeline. ``None`` when the fast path cannot."""
+    sp = token_spans(big, table, cfg.lower)
+    if sp is None:
+        return None
+    b0, low, cs, ce, routed, ts, te, tchunk = sp
     tlen = te - ts
     # case markers from the original bytes (rules._case_bytes)
     marker = np.full(len(cs), -1, np.int32)
@@ -265,7 +312,7 @@ def encode_joined(big: str, n_texts: int, table: VocabTable, cfg: R.RuleConfig):
     tids = np.zeros(len(ts), np.int32)
     short = np.flatnonzero(tlen <= MAX_KEYED)
     buf = np.concatenate((low, np.zeros(MAX_KEYED + 8, np.uint8)))
-    words, h = _word_keys(buf, ts[short], tlen[short])
+    words, h = word_keys(buf, ts[short], tlen[short])
     tids[short] = table.lookup(words, h, tlen[short])
     raw = low.tobytes()
     get = table.stoi.get
@@ -273,12 +320,9 @@ def encode_joined(big: str, n_texts: int, table: VocabTable, cfg: R.RuleConfig):
         tids[k] = get(raw[ts[k]:te[k]].decode("utf-8", "surrogatepass"), UNK_ID)
     ntok = np.bincount(tchunk, minlength=len(cs)).astype(np.int64)
     rest = np.flatnonzero(routed)
-    extra: list[int] = []
-    if len(rest):
-        texts = [raw[s:e].decode("utf-8", "surrogatepass") for s, e in zip(cs[rest].tolist(), ce[rest].tolist())]
-        for k, toks in zip(rest.tolist(), table.split(texts)):
-            ntok[k] = len(toks)
-            extra.extend(get(t, UNK_ID) for t in toks)
+    rest_ids = table.chunk_ids([raw[s:e] for s, e in zip(cs[rest].tolist(), ce[rest].tolist())])
+    ntok[rest] = [len(ids) for ids in rest_ids]
+    extra = [i for ids in rest_ids for i in ids]
     has_m = (marker >= 0).astype(np.int64)
     counts = ntok + has_m
     # where everything goes: per text [bos] chunks... [eos]; per chunk [marker] tokens...
@@ -324,14 +368,34 @@ def pick_workers(texts: list[str], workers: int | None) -> int:
     return max(1, min(4, cores, len(texts)))
 
 
-def fork_map(fn, texts: list[str], n: int):
-    """``fn`` (texts -> (ids, lengths)) over ``n`` contiguous slices of about equal characters:
-    the first in this process, the others in forked children that inherit the texts (nothing is
-    pickled on the way in) and send their arrays back through a pipe. A child that fails has its
-    slice redone here."""
+def even_bounds(texts: list[str], n: int) -> list[tuple[int, int]]:
+    """``n`` contiguous, non-empty slices ``texts[lo:hi]`` of about equal characters."""
     chars = np.cumsum([len(t) for t in texts])
     cuts = np.searchsorted(chars, chars[-1] * np.arange(1, n) / n).tolist()
-    bounds = [b for b in zip([0, *cuts], [*cuts, len(texts)]) if b[1] > b[0]]
+    return [b for b in zip([0, *cuts], [*cuts, len(texts)]) if b[1] > b[0]]
+
+
+#: characters per piece in one process (twice as fast as one pass over a whole corpus)
+PIECE_CHARS = 1 << 20
+
+
+def piece_bounds(texts: list[str]) -> list[tuple[int, int]]:
+    """Slices of ``texts`` of about ``PIECE_CHARS`` characters (a longer text is one piece)."""
+    return even_bounds(texts, max(1, -(-sum(map(len, texts)) // PIECE_CHARS))) if texts else []
+
+
+def fork_map(fn, texts: list[str], n: int):
+    """``fn`` (texts -> (ids, lengths)) over ``n`` slices (``fork_parts``), concatenated."""
+    parts = fork_parts(fn, texts, n)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def fork_parts(fn, texts: list[str], n: int) -> list:
+    """``fn`` over ``n`` contiguous slices of about equal characters, results in order: the first
+    in this process, the others in forked children that inherit the texts (nothing is pickled on
+    the way in) and send their result back through a pipe. A child that fails has its slice
+    redone here."""
+    bounds = even_bounds(texts, n)
     children = []
     for lo, hi in bounds[1:]:
         r, w = os.pipe()
@@ -353,4 +417,4 @@ def fork_map(fn, texts: list[str], n: int):
             data = f.read()
         _, status = os.waitpid(pid, 0)
         parts.append(pickle.loads(data) if status == 0 and data else fn(texts[lo:hi]))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return parts

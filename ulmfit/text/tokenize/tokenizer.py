@@ -2,8 +2,10 @@
 
 Word level (default): the fast batch rules (``rules.preprocess_batch``) then the Rust tokenizer
 (``WordLevel`` model, a regex ``Split`` pre-tokenizer, see ``rules.WORD_PATTERN``), then the
-word-repeat rule on ids. Subword (``unigram``/``bpe``, MultiFiT-style 15k vocab): the reference
-rules (``rules.apply_rules``) then a SentencePiece-style (``Metaspace``) model. Special tokens sit
+word-repeat rule on ids; ``fast_words`` gives the same ids in numpy, and ``word_counts`` learns the
+vocabulary in the same kind of pass (the Rust ``WordLevelTrainer``'s list, ``rust_word_itos``).
+Subword (``unigram``/``bpe``, MultiFiT-style 15k vocab): the reference rules
+(``rules.apply_rules``) then a SentencePiece-style (``Metaspace``) model. Special tokens sit
 at fixed ids 0-8 (``special.py``) in both. Saved as ``tokenizer.json`` (the Rust tokenizer) and
 ``tokenizer_config.json`` (kind + rule settings); never pickled.
 """
@@ -21,6 +23,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from ulmfit.errors import UlmfitError
 from ulmfit.text.tokenize import fast_words as F
 from ulmfit.text.tokenize import rules as R
+from ulmfit.text.tokenize import word_counts as W
 from ulmfit.text.tokenize.special import (BOS, EOS, PAD, SPECIAL_TOKENS, TK_MAJ, TK_REP, TK_UP, TK_WREP,
                                  UNK, UNK_ID, WREP_ID)
 
@@ -58,38 +61,21 @@ class TextTokenizer:
               max_vocab: int = 60000, vocab_size: int = 15000,
               rules: R.RuleConfig | None = None) -> "TextTokenizer":
         """Learn a vocabulary from raw texts. ``word``: words seen ``min_freq``+ times, at most
-        ``max_vocab`` entries including the special tokens (most frequent first). Subword:
+        ``max_vocab`` entries including the special tokens (most frequent first, ties in code
+        point order: the Rust ``WordLevelTrainer``'s list, counted by ``word_counts``). Subword:
         ``vocab_size`` pieces."""
         rules = rules or R.RuleConfig()
         if kind == "word":
-            tk = Tokenizer(models.WordLevel({}, unk_token=UNK))
-            tk.pre_tokenizer = _word_pre_tokenizer()
-            trainer = trainers.WordLevelTrainer(vocab_size=max_vocab + len(SPECIAL_TOKENS),
-                                                min_frequency=min_freq,
-                                                special_tokens=SPECIAL_TOKENS, show_progress=False)
-            prep = lambda b: R.preprocess_batch(b, rules)  # noqa: E731
+            if W.fast_path_applies(min_freq, max_vocab):
+                counts = W.count_words(texts, rules, _word_pre_tokenizer())
+                itos = W.vocab_from_counts(counts, min_freq, max_vocab)
+            else:
+                itos = rust_word_itos(texts, min_freq, max_vocab, rules)
+            tk = _word_level(itos)
         elif kind in ("unigram", "bpe"):
-            tk = Tokenizer(models.Unigram() if kind == "unigram" else models.BPE(unk_token=UNK))
-            tk.pre_tokenizer = pre_tokenizers.Metaspace()
-            tk.decoder = decoders.Metaspace()
-            tcls = trainers.UnigramTrainer if kind == "unigram" else trainers.BpeTrainer
-            extra = {"unk_token": UNK} if kind == "unigram" else {"min_frequency": 2}
-            trainer = tcls(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                           show_progress=False, **extra)
-            # markers are added tokens, not pieces to learn: hide them from the trainer
-            prep = lambda b: [_MARKERS.sub(" ", R.apply_rules(t, rules)) for t in b]  # noqa
+            tk = _train_subword(texts, kind, vocab_size, rules)
         else:
             raise UlmfitError(f"tokenizer kind {kind!r} is not one of {', '.join(KINDS)}")
-        tk.train_from_iterator(_prepped(texts, prep), trainer=trainer)
-        if kind != "word":  # keep the markers atomic when encoding
-            tk.add_special_tokens([AddedToken(s, single_word=True, normalized=False,
-                                              lstrip=True, rstrip=True) for s in SPECIAL_TOKENS])
-        if kind == "word":  # the trainer re-numbers specials seen in the text: put them back
-            words = sorted(tk.get_vocab().items(), key=lambda kv: kv[1])
-            itos = SPECIAL_TOKENS + [w for w, _ in words if w not in SPECIAL_TOKENS]
-            tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(itos[:max_vocab])},
-                                            unk_token=UNK))
-            tk.pre_tokenizer = _word_pre_tokenizer()
         if tk.get_vocab_size() <= len(SPECIAL_TOKENS):
             raise UlmfitError(f"no word reached min_freq={min_freq}; the training texts are too "
                               "few or too short (lower min_freq)")
@@ -101,9 +87,7 @@ class TextTokenizer:
         if len(set(itos)) != len(itos):
             dup = next(s for i, s in enumerate(itos) if s in itos[:i])
             raise UlmfitError(f"vocab list has duplicate entry {dup!r}")
-        tk = Tokenizer(models.WordLevel({s: i for i, s in enumerate(itos)}, unk_token=UNK))
-        tk.pre_tokenizer = _word_pre_tokenizer()
-        return cls(tk, "word", rules)
+        return cls(_word_level(itos), "word", rules)
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, directory) -> Path:
@@ -173,6 +157,15 @@ class TextTokenizer:
         return self._encode_here(texts)
 
     def _encode_here(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids in this process, piece by piece (``fast_words.piece_bounds``: cache-sized)."""
+        if self.kind != "word" or len(texts) < 2:
+            return self._encode_piece(texts)
+        parts = [self._encode_piece(texts[lo:hi]) for lo, hi in F.piece_bounds(texts)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _encode_piece(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         fast = self._encode_numpy(texts) if self.kind == "word" else None
         if fast is not None:
             ids, lengths = fast
@@ -250,6 +243,42 @@ class TextTokenizer:
         if self.kind == "word":
             return " ".join(out)
         return "".join(out).replace("▁", " ").replace("  ", " ").strip()
+
+
+def _word_level(itos: list[str]) -> Tokenizer:
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(itos)}, unk_token=UNK))
+    tk.pre_tokenizer = _word_pre_tokenizer()
+    return tk
+
+
+def rust_word_itos(texts: Iterable[str], min_freq: int, max_vocab: int,
+                   rules: R.RuleConfig) -> list[str]:
+    """The word vocabulary learnt by the Rust ``WordLevelTrainer`` (a second pass over the rule
+    output): the reference for ``word_counts``, and ``train``'s path for odd settings."""
+    tk = Tokenizer(models.WordLevel({}, unk_token=UNK))
+    tk.pre_tokenizer = _word_pre_tokenizer()
+    trainer = trainers.WordLevelTrainer(vocab_size=max_vocab + len(SPECIAL_TOKENS), min_frequency=min_freq,
+                                        special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tk.train_from_iterator(_prepped(texts, lambda b: R.preprocess_batch(b, rules)), trainer=trainer)
+    # the trainer re-numbers specials seen in the text: put them back
+    words = sorted(tk.get_vocab().items(), key=lambda kv: kv[1])
+    return (SPECIAL_TOKENS + [w for w, _ in words if w not in SPECIAL_TOKENS])[:max_vocab]
+
+
+def _train_subword(texts: Iterable[str], kind: str, vocab_size: int, rules: R.RuleConfig) -> Tokenizer:
+    """A SentencePiece-style (``Metaspace``) Unigram or BPE model, markers kept atomic."""
+    tk = Tokenizer(models.Unigram() if kind == "unigram" else models.BPE(unk_token=UNK))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    tcls = trainers.UnigramTrainer if kind == "unigram" else trainers.BpeTrainer
+    extra = {"unk_token": UNK} if kind == "unigram" else {"min_frequency": 2}
+    trainer = tcls(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False, **extra)
+    # markers are added tokens, not pieces to learn: hide them from the trainer
+    prep = lambda b: [_MARKERS.sub(" ", R.apply_rules(t, rules)) for t in b]  # noqa: E731
+    tk.train_from_iterator(_prepped(texts, prep), trainer=trainer)
+    tk.add_special_tokens([AddedToken(s, single_word=True, normalized=False, lstrip=True, rstrip=True)
+                           for s in SPECIAL_TOKENS])
+    return tk
 
 
 def _prepped(texts: Iterable[str], prep) -> Iterable[str]:

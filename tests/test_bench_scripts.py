@@ -1,0 +1,45 @@
+"""scripts/bench_vs_fastai.py without fastai: it says so and measures ulmfit alone (tiny sizes, real data)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ULMFIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastai") is not None, reason="fastai is installed here")
+@pytest.mark.skipif(not (DATA / "wikitext-2" / "train.txt").exists() or not (DATA / "imdb" / "test.csv").exists(),
+                    reason="needs WikiText-2 and IMDb under ULMFIT_DATA")
+def test_bench_vs_fastai_measures_ours_alone_without_fastai(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               ULMFIT_DATA=str(DATA))
+    table = tmp_path / "table.md"
+    # one torch thread: on a shared 2-core machine, two spinning OpenMP threads make this 5x slower
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vs_fastai.py"), "--n-docs", "40",
+                        "--train-docs", "200", "--lm-steps", "2", "--lm-warmup", "1", "--repeat", "1",
+                        "--articles", "20", "--threads", "1", "--table", str(table)],
+                       check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert lines[0]["fastai"] == "not installed"
+    rows = [x for x in lines if "measurement" in x]
+    assert {x["tool"] for x in rows} == {"ulmfit"}
+    expected = ["tokenize", "tokenize+vocab", "lm_step_fp32", "lm_step_default", "predict"]
+    if not any("lm_step_bf16 not measured" in x.get("note", "") for x in lines):
+        expected.insert(3, "lm_step_bf16")  # a CPU with bf16 instructions
+    assert [x["measurement"] for x in rows] == expected
+    for x in rows:
+        assert "error" not in x, x
+        assert x["rate"] > 0 and x["seconds"] > 0 and x["peak_rss_mb"] > 0, x
+    assert rows[0]["texts"] == 20 and rows[-1]["docs"] == 40
+    summary = lines[-1]
+    assert summary["summary"] and summary["speedup_ulmfit_over_fastai"] is None and summary["fastai"] is None
+    text = table.read_text()
+    assert "ulmfit alone (fastai not installed)" in text and summary["cpu_model"] in text
+    assert text.count("\n| ") == 1 + len(expected)  # header + one row per measurement
