@@ -9,8 +9,8 @@ Two implementations of the same rules:
   ``replace_maj``, ``lowercase``), one compiled regex over a whole text each, used by
   ``apply_rules`` (subword tokenizers, single texts, tests);
 * the *fast batch path* ``preprocess_batch``: the texts of a batch are joined into one buffer and
-  the character-repeat and case rules run as numpy array operations over its UTF-8 bytes, so
-  Python never loops over words. Word repeats (``xxwrep``) are then found on token ids after the
+  ``fix_html``, the character-repeat and case rules run on its UTF-8 bytes (numpy), so Python
+  never loops over words. Word repeats (``xxwrep``) are then found on token ids after the
   Rust tokenizer (``wrep_ids``), again with numpy.
 
 Documented differences of the fast path from fastai (and from the reference functions):
@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import asdict, dataclass
+from html.entities import html5
 
 import numpy as np
 
@@ -161,28 +162,6 @@ _SPACE[[0, 9, 10, 11, 12, 13, 32]] = True
 _UPB, _MAJB = b"xxup ", b"xxmaj "
 
 
-def _rep_bytes(b: np.ndarray) -> np.ndarray:
-    """Character-repeat rule on a byte buffer (ASCII characters only)."""
-    if len(b) < 3:
-        return b
-    trip = np.flatnonzero((b[2:] == b[1:-1]) & (b[1:-1] == b[:-2]))  # cheap pre-check
-    if not len(trip) or (_SPACE[b[trip]] | (b[trip] >= 128)).all():
-        return b
-    eq = (b[1:] == b[:-1]) & ~_SPACE[b[1:]] & (b[1:] < 128)
-    d = np.diff(np.concatenate(([0], eq.view(np.int8), [0])))
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    keep = (ends - starts) >= 2
-    if not keep.any():
-        return b
-    raw, out, prev = b.tobytes(), [], 0
-    for s, e in zip(starts[keep].tolist(), ends[keep].tolist()):  # run is raw[s:e+1]
-        out.append(raw[prev:s])
-        out.append(b" %s %d %s " % (TK_REP.encode(), e - s + 1, raw[s:s + 1]))
-        prev = e + 1
-    out.append(raw[prev:])
-    return np.frombuffer(b"".join(out), np.uint8)
-
-
 def _case_bytes(b: np.ndarray) -> np.ndarray:
     """Insert ``xxup ``/``xxmaj `` before ALL-CAPS / Capitalized whitespace words (fastai rules)."""
     sp = _SPACE[b]
@@ -216,20 +195,174 @@ def _odd_space(t: str) -> bool:
     return not t.isascii() or any(c in t for c in "\x1c\x1d\x1e\x1f")
 
 
+# --- fix_html and xxrep on UTF-8 bytes (join_rules) ------------------------------------------
+# Every pattern is ASCII and an ASCII byte of UTF-8 (``surrogatepass`` included) is always that
+# character, so matches on the bytes are the matches on the text: decoded, the output is the
+# reference's. A step runs only where its pattern occurs, found from a rare byte of the pattern
+# (``bytes.find`` scans the whole buffer for each absent pattern), and splices the buffer once.
+_ANCHORS = b";\\<"  # each _HTML pattern holds one of these
+# (pattern, replacement (never empty: see _fix_html_triples), its anchor, where the anchor is)
+_HTML_B = [(a, r, c, a.index(c)) for a, r in ((a.encode(), r.encode()) for a, r in _HTML)
+           for c in [next(c for c in _ANCHORS if c in a)]]
+_HTML5_B = {k.encode("ascii"): v.encode("utf-8") for k, v in html5.items()}
+# html's ``_charref`` regex, on bytes (a test checks it against the running Python's)
+_re_charref_b = re.compile(rb"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")
+_ELLIPSIS = " …".encode()  # fix_html's "..."
+_REP_OK = ~_SPACE & (np.arange(256) < 128)  # bytes xxrep looks at: ASCII, not space
+_TK_REP_B = TK_REP.encode()
+_BYTE = [bytes((i,)) for i in range(256)]
+
+
+def _positions(raw: bytes, b: np.ndarray, c: int, few: int = 32) -> np.ndarray:
+    """Where the byte ``c`` is: ``bytes.find`` while it is rare, else numpy."""
+    out, i = [], raw.find(_BYTE[c])
+    while i >= 0 and len(out) < few:
+        out.append(i)
+        i = raw.find(_BYTE[c], i + 1)
+    return np.array(out, dtype=np.intp) if i < 0 else np.flatnonzero(b == c)
+
+
+def _occurrences(b: np.ndarray, at: np.ndarray, pat: bytes, k: int) -> np.ndarray:
+    """All starts (overlapping too) of ``pat`` in ``b``, from the positions ``at`` of ``pat[k]``."""
+    s = at - k
+    s = s[(s >= 0) & (s <= len(b) - len(pat))]
+    for i, c in enumerate(pat):
+        if i != k and len(s):
+            s = s[b[s + i] == c]
+    return s
+
+
+def _leftmost(starts: np.ndarray, width: int) -> np.ndarray:
+    """The occurrences ``str.replace`` / ``re.sub`` rewrite: leftmost first, never overlapping."""
+    if len(starts) < 2 or (np.diff(starts) >= width).all():
+        return starts
+    keep, nxt = [], -1
+    for x in starts.tolist():
+        if x >= nxt:
+            keep.append(x)
+            nxt = x + width
+    return np.array(keep, dtype=starts.dtype)
+
+
+def _splice(raw: bytes, starts: np.ndarray, ends: np.ndarray, reps: list[bytes]) -> bytes:
+    """``raw`` with each ``raw[starts[i]:ends[i]]`` (sorted, disjoint) replaced by ``reps[i]``."""
+    if not len(starts):
+        return raw
+    out: list = [None] * (2 * len(starts) + 1)  # the pieces between, and the replacements
+    out[::2] = map(raw.__getitem__, map(slice, [0] + ends.tolist(), starts.tolist() + [len(raw)]))
+    out[1::2] = reps
+    return b"".join(out)
+
+
+def _html_present(raw: bytes) -> list[bool]:
+    """Which ``_HTML`` patterns occur in ``raw``."""
+    if len(raw) < 1 << 14:  # a few scans of a short text cost less than numpy
+        return [a in raw for a, *_ in _HTML_B]
+    b = np.frombuffer(raw, np.uint8)
+    at = {c: _positions(raw, b, c) for c in _ANCHORS}
+    return [len(at[c]) > 0 and len(_occurrences(b, at[c], a, k)) > 0 for a, _, c, k in _HTML_B]
+
+
+def _wiki_bytes(raw: bytes) -> bytes:
+    """``_re_wiki.sub(r"\\1", ...)``: `` @-@ `` -> ``-`` (and ``,`` ``.``)."""
+    b = np.frombuffer(raw, np.uint8)
+    at = _positions(raw, b, 64)  # "@"
+    s = at[(at >= 1) & (at + 3 < len(b))]
+    s = s[(b[s - 1] == 32) & (b[s + 2] == 64) & (b[s + 3] == 32)
+          & ((b[s + 1] == 44) | (b[s + 1] == 45) | (b[s + 1] == 46))]  # " @[,-.]@ "
+    s = _leftmost(s - 1, 5)
+    return _splice(raw, s, s + 5, list(map(_BYTE.__getitem__, b[s + 2].tolist())))
+
+
+def _triples(b: np.ndarray) -> np.ndarray:
+    """Positions ``t`` with ``b[t] == b[t + 1] == b[t + 2]``."""
+    eq = b[1:] == b[:-1]
+    return np.flatnonzero(eq[1:] & eq[:-1])
+
+
+def _charref_bytes(m: re.Match) -> bytes:
+    """html's ``_replace_charref`` on bytes. A numeric reference is ASCII; of a named one, the
+    longest prefix that names an entity is replaced (names are ASCII: bytes and text agree)."""
+    s = m.group(1)
+    if s[:1] == b"#":
+        return html.unescape(m.group(0).decode("ascii")).encode("utf-8")
+    if s in _HTML5_B:
+        return _HTML5_B[s]
+    for x in range(len(s) - 1, 1, -1):
+        if s[:x] in _HTML5_B:
+            return _HTML5_B[s[:x]] + s[x:]
+    return m.group(0)
+
+
+def _unescape_bytes(raw: bytes) -> bytes:
+    """``html.unescape`` on bytes; ``raw`` itself when no reference changes anything. Every
+    ``&`` starts a try of the regex (a match never holds a second one)."""
+    i = raw.find(b"&")
+    while i >= 0:
+        m = _re_charref_b.match(raw, i)
+        if m and _charref_bytes(m) != m.group(0):
+            return _re_charref_b.sub(_charref_bytes, raw)
+        i = raw.find(b"&", i + 1)
+    return raw
+
+
+def _fix_html_triples(raw: bytes) -> tuple[bytes, np.ndarray | None]:
+    """``fix_html_bytes`` and the triples of its result that ``rep_bytes`` needs (None: unknown)."""
+    present = _html_present(raw)
+    made = set()  # bytes written: a pattern absent at first can only be made with one of them
+    for (a, r, _, _), there in zip(_HTML_B, present) if any(present) else ():
+        if (there or made.intersection(a)) and a in raw:
+            raw = raw.replace(a, r)
+            made.update(r)
+    if b" @" in raw:
+        raw = _wiki_bytes(raw)
+    b = np.frombuffer(raw, np.uint8)
+    t = _triples(b)
+    dot = b[t] == 46
+    if dot.any():  # "..." -> " …": 3+ dots in a row leave at most 2 (after "…"); others move
+        s = _leftmost(t[dot], 3)
+        raw = _splice(raw, s, s + 3, [_ELLIPSIS] * len(s))
+        t = t[~dot]
+        t += np.searchsorted(s, t)  # each " …" is one byte longer than the "..." it replaces
+    new = _unescape_bytes(raw)
+    return new, (t if new is raw else None)
+
+
+def fix_html_bytes(raw: bytes) -> bytes:
+    """``fix_html`` on UTF-8 bytes: ``fix_html_bytes(s.encode()) == fix_html(s).encode()`` (with
+    ``surrogatepass``). Returns ``raw`` itself when nothing changes."""
+    return _fix_html_triples(raw)[0]
+
+
+def rep_bytes(raw: bytes, triples: np.ndarray | None = None) -> bytes:
+    """The character-repeat rule for ASCII characters: a run ``cccc`` (3+ times a non-space ASCII
+    byte) becomes `` xxrep 4 c ``. ``triples``: ``_triples(raw)`` when known (those of bytes the
+    rule skips may be missing). Returns ``raw`` itself when there is no run."""
+    b = np.frombuffer(raw, np.uint8)
+    t = _triples(b) if triples is None else triples
+    t = t[_REP_OK[b[t]]]
+    if not len(t):
+        return raw
+    first = np.flatnonzero(np.diff(t, prepend=-2) != 1)  # consecutive triples: one run
+    s, e = t[first], t[np.append(first[1:] - 1, len(t) - 1)] + 3
+    reps = [b" %s %d %s " % (_TK_REP_B, n, _BYTE[c]) for n, c in zip((e - s).tolist(), b[s].tolist())]
+    return _splice(raw, s, e, reps)
+
+
 def join_rules(texts: list[str], cfg: RuleConfig) -> str:
     """The texts joined by ``_SEP`` (NUL inside a text becomes a space) after the rules that
-    rewrite characters: ``fix_html`` and ``xxrep``. Shared by both word-level fast paths."""
+    rewrite characters: ``fix_html`` and ``xxrep``, both on the UTF-8 bytes of the whole batch
+    (``fix_html_bytes``, ``rep_bytes``). Shared by both word-level fast paths."""
     big = _SEP.join(texts)
     if _SEP in big and big.count(_SEP) != len(texts) - 1:
         big = _SEP.join(t.replace(_SEP, " ") for t in texts)
-    if cfg.fix_html:
-        big = fix_html(big)
+    if not (cfg.fix_html or cfg.rep):
+        return big
+    raw = big.encode("utf-8", "surrogatepass")
+    new, triples = _fix_html_triples(raw) if cfg.fix_html else (raw, None)
     if cfg.rep:
-        b = np.frombuffer(big.encode("utf-8", "surrogatepass"), np.uint8)
-        r = _rep_bytes(b)
-        if r is not b:
-            big = r.tobytes().decode("utf-8", "surrogatepass")
-    return big
+        new = rep_bytes(new, triples)
+    return big if new is raw else new.decode("utf-8", "surrogatepass")
 
 
 def preprocess_batch(texts: list[str], cfg: RuleConfig | None = None) -> list[str]:
