@@ -143,6 +143,9 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             top_k: int = typer.Option(1, min=1, help="How many labels with probabilities to return per text."),
             fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
             bs: int = typer.Option(64, min=1, help="Batch size."),
+            precision: str = typer.Option("auto", help="fp32; int8 (AWD-LSTM classifiers on the CPU: int8 LSTM "
+                                          "weights: ~1.5x faster, same TREC-6 accuracy, probabilities within a few hundredths); auto: int8 where that "
+                                          "applies, else fp32."),
             device: str = DEVICE, no_verify: bool = NO_VERIFY):
     """Classify texts; prints one JSON line (or CSV row) per text, in input order.
 
@@ -156,7 +159,7 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             raise UlmfitError("give texts as arguments, --file FILE, or pipe them on stdin")
         texts = [line.rstrip("\n") for line in sys.stdin]  # blank lines get an empty row: output N = input N
     phases.predict_cli(model, texts=texts, file=file, text_cols=text_col, top_k=top_k, fmt=fmt, bs=bs, device=device,
-                       verify=not no_verify)
+                       verify=not no_verify, precision=precision)
 
 
 @app.command()

@@ -2,11 +2,15 @@
 
     python scripts/bench_predict.py --model runs/cpu-small/classifier --n 2000 --bs 64
 
-Times `TextClassifier.predict_proba` (tokenization included: one batch call to the Rust
-tokenizer, length-sorted batches under inference mode) and prints one JSON object per batch
-size: docs, tokens, seconds, docs_per_second, tokenize_seconds, peak_rss_mb. Without --model it
-builds a random `small` classifier with a vocabulary from IMDb train (speed does not depend on
-the weights). fastai's figure on this kind of machine: 9.3 docs/s (../shared/BENCHMARKS.md).
+Times `TextClassifier.predict_proba` (tokenization included: one batch call to the tokenizer,
+length-sorted batches under inference mode) and prints one JSON object per precision and batch
+size: docs, tokens, seconds, docs_per_second, tokenize_seconds, peak_rss_mb. Precisions
+(``--precisions``): fp32, and int8 (the LSTMs' weights in int8, what `predict` uses on the CPU by
+default); each int8 row gives the largest probability difference to fp32 on the same reviews,
+and with ``--eval FILE`` (a labelled table the classifier knows, e.g. TREC-6 test) the accuracy
+of each precision on it. Without --model it builds a random `small` classifier with a
+vocabulary from IMDb train (speed does not depend on the weights). fastai side by side:
+scripts/bench_vs_fastai.py.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -49,27 +54,53 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="IMDb test reviews (25,000 for the full set)")
     ap.add_argument("--bs", default="64", help="comma-separated batch sizes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--eval", help="labelled file: accuracy of each precision on it (needs --model)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     from ulmfit.phases import load_classifier
 
-    clf = load_classifier(args.model) if args.model else random_classifier(args.arch)
+    base = load_classifier(args.model) if args.model else random_classifier(args.arch)
     texts = read_imdb("test", args.n)
-    clf.predict_proba(texts[:64], bs=64)  # warm-up
-    for bs in (int(b) for b in args.bs.split(",")):
-        t0 = time.perf_counter()
-        ids = clf.encode(texts)
-        t_tok = time.perf_counter() - t0
-        clf.predict_proba(None, bs=bs, ids=ids)
-        secs = time.perf_counter() - t0
-        print(json.dumps({
-            "measurement": "predict", "model": args.model or f"random-{args.arch}", "docs": len(texts),
-            "tokens": int(sum(len(i) for i in ids)), "bs": bs, "threads": args.threads,
-            "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
-            "docs_per_second": round(len(texts) / secs, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__}))
+    ref = None
+    for precision in args.precisions.split(","):
+        clf = base.int8() if precision == "int8" else base
+        clf.predict_proba(texts[:64], bs=64)  # warm-up
+        for bs in (int(b) for b in args.bs.split(",")):
+            t0 = time.perf_counter()
+            ids = clf.encode(texts)
+            t_tok = time.perf_counter() - t0
+            probs = clf.predict_proba(None, bs=bs, ids=ids)
+            secs = time.perf_counter() - t0
+            ref = probs if ref is None else ref
+            row = {"measurement": "predict", "model": args.model or f"random-{args.arch}", "precision": precision,
+                   "docs": len(texts), "tokens": int(sum(len(i) for i in ids)), "bs": bs, "threads": args.threads,
+                   "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
+                   "docs_per_second": round(len(texts) / secs, 1),
+                   "max_prob_diff_vs_first": float(np.abs(probs - ref).max()),
+                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                   "cpu": cpu_name(), "torch": torch.__version__}
+            if args.eval:
+                row.update(eval_accuracy(clf, args.eval))
+            print(json.dumps(row), flush=True)
+
+
+def cpu_name() -> str:
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def eval_accuracy(clf, path: str) -> dict:
+    from ulmfit.text.data.readers import read_texts
+
+    texts, labels = read_texts(path, ["text"], "label")
+    preds = clf.predict_proba(texts).argmax(1)
+    known = [clf.classes.index(str(y)) for y in labels]
+    return {"eval_file": path, "eval_accuracy": round(float((preds == np.array(known)).mean()), 4)}
 
 
 if __name__ == "__main__":

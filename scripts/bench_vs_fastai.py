@@ -64,7 +64,8 @@ SMALL = {"emb_sz": 200, "n_hid": 400, "n_layers": 3}  # our `small` preset, in f
 TOOLS = ("ulmfit", "fastai")
 WHAT = {"tokenize": "tokenize, vocabulary given", "tokenize+vocab": "tokenize + vocabulary + ids",
         "lm_step_fp32": "LM step fp32", "lm_step_bf16": "LM step bf16 autocast",
-        "lm_step_default": "LM step, each tool's default", "predict": "predict (tokenization included)"}
+        "lm_step_default": "LM step, each tool's default", "predict_fp32": "predict, fp32 (tokenization included)",
+        "predict": "predict, each tool's default (ulmfit: int8 LSTM weights; tokenization included)"}
 
 
 def rss_mb(who=resource.RUSAGE_SELF) -> float:
@@ -134,7 +135,7 @@ def child_tokenize(spec: dict) -> dict:
             "rate": round(tokens / s), "unit": "tokens/s", "all_seconds": [round(x, 3) for x in times], **extra}
 
 
-def ulmfit_predictor(train: list[dict], bs: int):
+def ulmfit_predictor(train: list[dict], bs: int, precision: str = "auto"):
     from ulmfit.text.awd_lstm.classifier import (
         AWDLSTMClassifier,
         classifier_encoder_config,
@@ -146,6 +147,9 @@ def ulmfit_predictor(train: list[dict], bs: int):
     tok = TextTokenizer.train([r["text"] for r in train], min_freq=3)
     cfg = classifier_encoder_config(AWDLSTMConfig.preset("small", len(tok)), 0.5)
     clf = TextClassifier(AWDLSTMClassifier(cfg, 2).eval(), tok, ["neg", "pos"])
+    from ulmfit.phases.use import with_precision
+
+    clf = with_precision(clf, precision)  # what `ulmfit predict --precision` does (auto: int8 on x86 CPUs)
     return (lambda texts: clf.predict_proba(texts, bs=bs)), len(tok)
 
 
@@ -179,8 +183,11 @@ def child_predict(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    build = fastai_predictor if spec["tool"] == "fastai" else ulmfit_predictor
-    predict, vocab = build(imdb_rows("train", spec["train_docs"]), spec["bs"])
+    train = imdb_rows("train", spec["train_docs"])
+    if spec["tool"] == "fastai":
+        predict, vocab = fastai_predictor(train, spec["bs"])
+    else:
+        predict, vocab = ulmfit_predictor(train, spec["bs"], spec.get("precision", "auto"))
     texts = [r["text"] for r in imdb_rows("test", spec["n_docs"])]
     predict(texts[:spec["bs"]])  # warm-up
     t0 = time.perf_counter()
@@ -291,9 +298,17 @@ def measure_all(a, tools: dict, infos: dict, emit) -> list[dict]:
                 add({"tool": tool, "measurement": "lm_step_default", "error": f"{default[tool]} not measured"})
             else:
                 add({**src, "measurement": "lm_step_default", "precision": default[tool], "from": src["measurement"]})
-    if "predict" in a.only:
+    if "predict" in a.only:  # ulmfit at fp32 and at its default (int8 LSTMs on the CPU); fastai fp32
         for tool, py in tools.items():
-            add(run_child(py, {**base, "part": "predict", "tool": tool, "measurement": "predict"}))
+            if tool == "ulmfit":
+                add(run_child(py, {**base, "part": "predict", "tool": tool, "measurement": "predict_fp32",
+                                   "precision": "fp32"}))
+                add(run_child(py, {**base, "part": "predict", "tool": tool, "measurement": "predict",
+                                   "precision": "auto"}))
+            else:
+                row = run_child(py, {**base, "part": "predict", "tool": tool, "measurement": "predict"})
+                add({**row, "measurement": "predict_fp32"})
+                add(row)
     return rows
 
 

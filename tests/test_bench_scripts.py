@@ -30,7 +30,7 @@ def test_bench_vs_fastai_measures_ours_alone_without_fastai(tmp_path):
     assert lines[0]["fastai"] == "not installed"
     rows = [x for x in lines if "measurement" in x]
     assert {x["tool"] for x in rows} == {"ulmfit"}
-    expected = ["tokenize", "tokenize+vocab", "lm_step_fp32", "lm_step_default", "predict"]
+    expected = ["tokenize", "tokenize+vocab", "lm_step_fp32", "lm_step_default", "predict_fp32", "predict"]
     if not any("lm_step_bf16 not measured" in x.get("note", "") for x in lines):
         expected.insert(3, "lm_step_bf16")  # a CPU with bf16 instructions
     assert [x["measurement"] for x in rows] == expected

@@ -83,6 +83,9 @@ CASES = [  # id, args (G = the good fixture folder), what stderr says
      "'max_len' must be at least 1"),
     ("export-bptt-0", ["predict", "EXPORT:bptt=0", "hello"], "bptt must be a positive integer, got 0"),
     ("export-max-len", ["predict", "EXPORT:max_len=-5", "hello"], "max_len must be a positive integer, got -5"),
+    ("predict-precision", ["predict", "G/clf", "hello", "--precision", "bf16"], "--precision must be one of"),
+    ("clf-max-tokens-0", ["train-classifier", "-c", "configs/cpu-small.yaml", "--set", "max_tokens=0", "-o", "G/c2"],
+     "'max_tokens' must be at least 1"),
     # output folders checked before any work
     ("out-is-a-file", ["train-classifier", "-c", "configs/cpu-small.yaml", "-o", "G/afile"], "is an existing file"),
     ("export-out-file", ["export", "G/clf", "--out", "G/afile"], "is an existing file"),

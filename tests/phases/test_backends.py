@@ -115,3 +115,20 @@ def test_lr_find_on_a_transformers_recipe(tmp_path):
                "--set", "model.max_length=24", "--quiet")
     res = json.loads(r.stdout)
     assert 1e-5 <= res["suggested_lr"] <= 1 and (out / "lr_find.json").is_file() and (out / "lr_find.png").is_file()
+
+
+def test_a_finished_run_is_refused_under_torchrun_too(tiny_run, monkeypatch):
+    """Under torchrun a phase writes in place (no staging), but a finished folder still needs
+    --force and cannot be resumed; refused before any work."""
+    from ulmfit.phases import backends
+    from ulmfit.phases.config import phase_config
+
+    out, _ = tiny_run
+    before = (out / "classifier" / "metrics.json").read_bytes()
+    monkeypatch.setattr(backends, "world", lambda: (0, 2))
+    cfg = phase_config("classifier", "configs/cpu-small.yaml", [], out=str(out / "classifier"))
+    with pytest.raises(UlmfitError, match="holds a finished run; pass --force"):
+        backends.train_classifier(cfg, quiet=True)
+    with pytest.raises(UlmfitError, match="nothing to resume"):
+        backends.train_classifier(cfg, quiet=True, resume=True)
+    assert (out / "classifier" / "metrics.json").read_bytes() == before

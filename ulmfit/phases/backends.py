@@ -21,7 +21,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.phases import classifier, lm, transformers
 from ulmfit.phases.common import log, world
 from ulmfit.phases.config import TrainSection
-from ulmfit.phases.runs import RunInfo, begin_run, check_out_dir, finish_run, read_run
+from ulmfit.phases.runs import RunInfo, begin_run, check_finished, check_out_dir, finish_run, read_run
 from ulmfit.text.awd_lstm.hub_format import load_exported_classifier, load_exported_lm
 from ulmfit.text.awd_lstm.lm_io import load_lm, read_lm_config
 from ulmfit.text.awd_lstm.lm_train import generate as sample
@@ -156,7 +156,9 @@ def _run(phase: str, cfg, quiet: bool, resume: bool, force: bool) -> RunResult:
     check_train_fields(cfg)
     fn = getattr(backend(cfg.model.type), phase)
     out = Path(cfg.out)
-    staged = world()[1] == 1
+    staged = world()[1] == 1  # under torchrun every rank writes in place (no staging), same checks
+    if not staged:
+        check_finished(out, resume, force)
     stage = begin_run(out, resume, force) if staged else check_out_dir(out)
     metrics = fn(dataclasses.replace(cfg, out=str(stage)), quiet=quiet, resume=resume)
     if staged:

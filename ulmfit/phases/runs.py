@@ -114,10 +114,9 @@ def staging_dir(out: str | Path) -> Path:
     return out.parent / (out.name + ".partial")
 
 
-def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
-    """The staging folder for a phase that will write ``out``: refuses to replace a finished run
-    without ``force`` (and to resume one), starts a fresh staging folder unless resuming."""
-    out, stage = Path(out), staging_dir(out)
+def check_finished(out: str | Path, resume: bool, force: bool) -> None:
+    """Refuse to replace a finished run in ``out`` without ``force``, and to resume one."""
+    out = Path(out)
     if (out / "metrics.json").is_file():
         if resume:
             raise UlmfitError(f"{out} holds a finished run: there is nothing to resume (--force trains it again)")
@@ -125,6 +124,13 @@ def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
             raise UlmfitError(f"{out} holds a finished run; pass --force to replace it, or choose another --out")
     if out.exists() and not out.is_dir():
         raise UlmfitError(f"output folder {out} is an existing file; choose a folder (--out)")
+
+
+def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
+    """The staging folder for a phase that will write ``out``: refuses to replace a finished run
+    without ``force`` (and to resume one), starts a fresh staging folder unless resuming."""
+    out, stage = Path(out), staging_dir(out)
+    check_finished(out, resume, force)
     if not resume:
         shutil.rmtree(stage, ignore_errors=True)
     return check_out_dir(stage)

@@ -18,6 +18,8 @@ from ulmfit.phases.classifier import evaluate_split, write_evaluation
 from ulmfit.phases.common import is_table
 from ulmfit.phases.runs import check_out_dir, read_run
 from ulmfit.text.awd_lstm.lm_train import perplexity
+from ulmfit.text.awd_lstm.quantize import int8_available
+from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 from ulmfit.text.data.readers import encode_labels, load_corpus, read_lines, read_texts
 
 __all__ = ["evaluate", "predict_cli", "generate"]
@@ -67,12 +69,14 @@ def _train_cols(model_dir: str):
 
 
 def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: int = 1, fmt: str = "jsonl",
-                bs: int = 64, device: str | None = None, verify: bool = True) -> None:
+                bs: int = 64, device: str | None = None, verify: bool = True, precision: str = "auto") -> None:
     """Print predictions for texts (arguments or a file) to stdout, one per input, in order."""
     if fmt not in ("jsonl", "csv"):
         raise UlmfitError(f"--format must be jsonl or csv, got {fmt!r}")
+    if precision not in PRECISIONS:
+        raise UlmfitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     fit_to_cores()
-    clf = load_classifier(model_dir, device, verify)
+    clf = with_precision(load_classifier(model_dir, device, verify), precision)
     if file:
         texts = (read_texts(file, text_cols or _train_cols(model_dir)[0])[0] if is_table(file)
                  else read_lines(file))
@@ -90,6 +94,20 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
         prob = "" if r["probability"] is None else f"{r['probability']:.6f}"
         w.writerow([r["text"], r["label"] or "", prob] + [f"{k['label']}:{k['probability']:.6f}" for k in r["top_k"]])
     sys.stdout.write(buf.getvalue())
+
+
+PRECISIONS = ("auto", "fp32", "int8")
+
+
+def with_precision(clf, precision: str):
+    """The classifier to predict with: int8 LSTM weights for an AWD-LSTM classifier on the CPU
+    (``auto`` where the CPU has an int8 engine), else as loaded."""
+    awd_on_cpu = isinstance(clf, TextClassifier) and next(clf.model.parameters()).device.type == "cpu"
+    if precision == "int8" and not awd_on_cpu:
+        raise UlmfitError("--precision int8 is for AWD-LSTM classifiers on the CPU; use fp32 (or auto)")
+    if precision == "int8" or (precision == "auto" and awd_on_cpu and int8_available()):
+        return clf.int8()
+    return clf
 
 
 def _rows_in_input_order(clf, texts: list[str], bs: int, top_k: int) -> list[dict]:

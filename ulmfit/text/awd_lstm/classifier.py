@@ -128,16 +128,30 @@ class AWDLSTMClassifier(nn.Module):
             chunk = x[:, i:i + bptt]
             active = start <= i
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= keep_from):
-                o, h = self.encoder.forward_hidden(chunk, hidden)
-                if not bool(active.all()):  # rows whose text starts later keep a zero state
-                    keep = active.view(1, -1, 1)
-                    h = [(torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, b, torch.zeros_like(b)))
-                         for a, b in h]
+                if not self.training and not bool(active.all()):
+                    o, h = self._active_rows(chunk, hidden, active)
+                else:
+                    o, h = self.encoder.forward_hidden(chunk, hidden)
+                    if not bool(active.all()):  # rows whose text starts later keep a zero state
+                        keep = active.view(1, -1, 1)
+                        h = [(torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, b, torch.zeros_like(b)))
+                             for a, b in h]
             hidden = h
             if i >= keep_from:
                 outs.append(o)
                 masks.append(chunk != pad)
         return torch.cat(outs, 1), torch.cat(masks, 1)
+
+    def _active_rows(self, chunk, hidden, active):
+        """Prediction: run only the rows whose text has started (fastai's SentenceEncoder skips
+        them the same way); the others get zero outputs (masked padding) and a zero state."""
+        rows = active.nonzero().squeeze(1)
+        sub = None if hidden is None else [(a.index_select(1, rows), b.index_select(1, rows)) for a, b in hidden]
+        o, h = self.encoder.forward_hidden(chunk.index_select(0, rows), sub)
+        n = chunk.size(0)
+        out = o.new_zeros((n,) + tuple(o.shape[1:])).index_copy_(0, rows, o)
+        full = [tuple(t.new_zeros((t.size(0), n, t.size(2))).index_copy_(1, rows, t) for t in pair) for pair in h]
+        return out, full
 
     def features(self, ids: torch.Tensor) -> torch.Tensor:
         out, mask = self.encode(ids)

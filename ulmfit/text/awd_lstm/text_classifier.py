@@ -7,6 +7,7 @@ independent of the batch size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ulmfit.core.predictions import prediction_rows
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, check_head_settings
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+from ulmfit.text.awd_lstm.quantize import quantize_int8
 from ulmfit.text.data.cache import TokenCache
 from ulmfit.text.data.class_data import ClassificationBatches
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
@@ -108,6 +110,10 @@ class TextClassifier:
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         """One dict per text: label (or labels for multi-label), probability, top_k list."""
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
+
+    def int8(self) -> "TextClassifier":
+        """A copy for CPU prediction with int8 LSTM weights (``quantize.quantize_int8``)."""
+        return dataclasses.replace(self, model=quantize_int8(self.model))
 
     def to(self, device) -> "TextClassifier":
         self.model.to(device)

@@ -1,0 +1,51 @@
+"""Prediction speed-ups keep the answers: rows that have not started are skipped exactly, and int8
+LSTM weights stay within the stated tolerance of fp32 on a trained classifier (issue #25)."""
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import DATA
+from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier
+from ulmfit.text.awd_lstm.model import AWDLSTMConfig
+from ulmfit.text.awd_lstm.quantize import int8_available
+from ulmfit.text.awd_lstm.text_classifier import TextClassifier
+
+
+def test_prediction_skips_rows_that_have_not_started_without_changing_them():
+    torch.manual_seed(0)
+    m = AWDLSTMClassifier(AWDLSTMConfig(vocab_size=40, emb_size=8, n_hid=12, n_layers=2), 3, bptt=4, max_len=8).eval()
+    rows = [list(range(9, 40)) * 2, [2, 11, 12], list(range(9, 25)), [2, 30]]
+    width = max(len(r) for r in rows)
+    x = torch.tensor([[1] * (width - len(r)) + r for r in rows])
+    with torch.no_grad():
+        together = m(x)  # rows 2-4 start chunks later: skipped until they start
+        alone = torch.cat([m(torch.tensor([r])) for r in rows])
+        m.train()
+        m.encoder.emb_dp.p = m.encoder.input_dp.p = 0.0  # the training path, dropouts off
+        for d in m.encoder.hidden_dps:
+            d.p = 0.0
+        for r in m.encoder.rnns:
+            r.weight_p = 0.0
+        m.head.eval()
+        trained_path = m(x)
+    assert torch.allclose(together, alone, atol=1e-5) and torch.allclose(together, trained_path, atol=1e-5)
+
+
+@pytest.mark.skipif(not int8_available(), reason="no CPU int8 engine in this torch build")
+def test_int8_prediction_stays_close_to_fp32(tiny_run):
+    from ulmfit.text.data.readers import read_texts
+
+    out, _ = tiny_run
+    clf = TextClassifier.load(out / "classifier")
+    texts, labels = read_texts(DATA / "trec6" / "test.csv", ["text"], "label")
+    p32 = clf.predict_proba(texts)
+    q = clf.int8()
+    p8 = q.predict_proba(texts)
+    assert type(clf.model.encoder.rnns[0]).__name__ == "WeightDrop"  # the original is left alone
+    assert ".quantized." in type(q.model.encoder.rnns[0].module).__module__
+    y = np.array([clf.classes.index(v) for v in labels])
+    acc32, acc8 = float((p32.argmax(1) == y).mean()), float((p8.argmax(1) == y).mean())
+    assert np.abs(p8 - p32).max() < 0.02
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.99
+    assert abs(acc8 - acc32) <= 0.01
