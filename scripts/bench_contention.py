@@ -67,7 +67,7 @@ def child(steps: int, warmup: int) -> dict:
     kept = times[warmup:]
     return {"median_step_s": round(statistics.median(kept), 3), "min_step_s": round(min(kept), 3),
             "max_step_s": round(max(kept), 3), "steps": len(kept), "threads_per_step": threads,
-            "governor_changes": tr._threads.changes if hasattr(tr, "_threads") else None}
+            "governor_changes": tr.thread_governor.changes}
 
 
 def measure(mode: str, competitors: int, steps: int, warmup: int) -> dict:

@@ -36,6 +36,9 @@ def test_fit_to_cores_caps_but_never_raises(restore_threads, monkeypatch):
     assert T.fit_to_cores() == 1 and torch.get_num_threads() == 1
     monkeypatch.setattr(T, "available_cores", lambda: 8)
     assert T.fit_to_cores() == 1  # torch's own choice is not raised
+    torch.set_num_threads(2)
+    monkeypatch.setattr(T, "available_cores", lambda: 1)
+    assert T.ThreadGovernor(enabled=False).max_threads == 2 == torch.get_num_threads()  # an explicit count stays
 
 
 def test_governor_drops_a_thread_under_load_and_restores_it(restore_threads, monkeypatch):

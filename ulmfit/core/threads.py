@@ -3,7 +3,7 @@ keep some of those cores busy.
 
 Why: torch's OpenMP threads spin while they wait for each other. When another CPU-bound process
 shares the cores, a thread that the scheduler has parked holds up every parallel region, and a
-training step on a 2-core machine became 3-10x slower (docs/results.md, "Sharing the CPU"). A
+training step on a 2-core machine became 3-10x slower (docs/benchmarks.md, "Sharing the CPU"). A
 passive wait policy (``OMP_WAIT_POLICY=PASSIVE``) removes the stall but costs 30-50% when the
 process is alone, so we keep OpenMP's default and change the thread count instead:
 
@@ -96,13 +96,15 @@ class ThreadGovernor:
     """Lowers torch's thread count while other processes use our cores, raises it back after.
 
     ``tick()`` is cheap (a clock read) and does the measurement at most every ``interval``
-    seconds; call it after each training step. ``enabled=False`` makes it do nothing."""
+    seconds; call it after each training step. ``enabled=False`` (an explicit thread count, GPU,
+    several processes) makes it do nothing, not even cap the count at the available cores."""
 
     def __init__(self, interval: float = 2.0, enabled: bool = True):
         self.cpus = affinity()
-        self.quota_limited = _cgroup_quota() is not None
-        self.enabled = enabled and not user_fixed_threads() and _busy_seconds(self.cpus) is not None
-        self.max_threads = fit_to_cores()
+        self.max_threads = fit_to_cores() if enabled else torch.get_num_threads()
+        # under a cgroup quota /proc/stat is the host's: other tenants' load is not ours to follow
+        self.enabled = (enabled and not user_fixed_threads() and _cgroup_quota() is None
+                        and _busy_seconds(self.cpus) is not None)
         self.interval = interval
         self.changes: list[tuple[float, int]] = []  # (others' busy cores, new thread count)
         self._last = self._sample() if self.enabled else None
@@ -124,8 +126,6 @@ class ThreadGovernor:
         now = self._sample()
         others = self.others_busy(self._last, now)
         self._last = now
-        if self.quota_limited:  # /proc/stat is the host's: other tenants are not our competitors
-            return
         want = max(1, min(self.max_threads, self.max_threads - round(others)))
         if want != torch.get_num_threads():
             torch.set_num_threads(want)

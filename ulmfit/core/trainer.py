@@ -77,8 +77,8 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         # fewer threads while other processes share the CPU (core/threads.py); one process only:
         # under torchrun each rank keeps the count the launcher gave it
-        self._threads = ThreadGovernor(enabled=not cfg.num_threads and acc.device.type == "cpu"
-                                       and acc.num_processes == 1)
+        self.thread_governor = ThreadGovernor(enabled=not cfg.num_threads and acc.device.type == "cpu"
+                                              and acc.num_processes == 1)
         if cfg.flush_denormal and acc.device.type == "cpu":
             torch.set_flush_denormal(True)
         self.model.to(acc.device)
@@ -340,7 +340,7 @@ class Trainer:
                                    lrs, ctx=f"at epoch {epoch + 1}, step {i + 1}")
             running += loss
             n += 1
-            self._threads.tick()
+            self.thread_governor.tick()
             bar.update(1)
             if n % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{(running / n).item():.4f}")

@@ -139,7 +139,8 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
     cache = token_cache(d)
     mk = lambda split, shuffle, where: ClassificationBatches(  # noqa: E731
         _ids(clf, split.texts, where, d.strict, cache), split.labels, bs=t.bs, bptt=t.bptt,
-        pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, max_tokens=model.max_tokens, rank=rank, world_size=n_ranks,
+        pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, max_tokens=model.max_tokens, rank=rank,
+        world_size=n_ranks,
         n_classes=len(data.classes) if data.multi_label else None)
     train = mk(data.train, True, str(d.train))
     valid = mk(data.valid, False, str(d.valid or d.train))

@@ -163,8 +163,8 @@ class FinetuneLMConfig:
 
 @dataclass
 class ClassifierConfig:
-    RANGES = {"max_len": AT_LEAST_1, "max_tokens": AT_LEAST_1, "head_hidden": AT_LEAST_1, "label_smoothing": (0, True, 1, False),
-              "threshold": OPEN_FRACTION}
+    RANGES = {"max_len": AT_LEAST_1, "max_tokens": AT_LEAST_1, "head_hidden": AT_LEAST_1,
+              "label_smoothing": (0, True, 1, False), "threshold": OPEN_FRACTION}
 
     encoder: str | None = None         # fine-tuned LM folder; None = random encoder (baseline)
     data: DataConfig = field(default_factory=DataConfig)

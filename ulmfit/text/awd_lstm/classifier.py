@@ -24,7 +24,6 @@ from torch import nn
 from ulmfit.errors import UlmfitError
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig, AWDLSTMEncoder
 
-# fastai's classifier dropouts (awd_lstm_clas_config), before drop_mult
 # chunks read before the pooled window: a pretrained encoder's pooled features no longer change
 # (relative difference < 1e-5) after 4 (docs/results.md, "Very long documents")
 WARMUP_CHUNKS = 10
@@ -36,6 +35,7 @@ def default_max_tokens(max_len: int, bptt: int) -> int:
     return (math.ceil(max_len / bptt) + WARMUP_CHUNKS) * bptt
 
 
+# fastai's classifier dropouts (awd_lstm_clas_config), before drop_mult
 CLAS_DROPOUTS = dict(output_p=0.4, hidden_p=0.3, input_p=0.4, embed_p=0.05, weight_p=0.5)
 
 
@@ -127,12 +127,13 @@ class AWDLSTMClassifier(nn.Module):
         for i in range(0, width, bptt):
             chunk = x[:, i:i + bptt]
             active = start <= i
+            all_active = bool(active.all())
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= keep_from):
-                if not self.training and not bool(active.all()):
+                if not self.training and not all_active:
                     o, h = self._active_rows(chunk, hidden, active)
                 else:
                     o, h = self.encoder.forward_hidden(chunk, hidden)
-                    if not bool(active.all()):  # rows whose text starts later keep a zero state
+                    if not all_active:  # rows whose text starts later keep a zero state
                         keep = active.view(1, -1, 1)
                         h = [(torch.where(keep, a, torch.zeros_like(a)), torch.where(keep, b, torch.zeros_like(b)))
                              for a, b in h]
