@@ -217,7 +217,8 @@ def compare(config: str = typer.Option(..., "--config", "-c", help="A text recip
                                                      "precomputed_head, fastai."),
             seeds: Optional[str] = typer.Option(None, help="How many seeds (3 = seeds 0, 1, 2) or a list (1,7,42)."),
             train_sizes: Optional[str] = typer.Option(None, "--train-sizes", help="Low-shot: labelled examples per run "
-                                                      "(text, e.g. 50,100,all) or per class (vision, e.g. 10,50)."),
+                                                      "(text: in all, e.g. 50,100,all, or per class, e.g. 8pc,16pc) "
+                                                      "or per class (vision, e.g. 10,50)."),
             ablations: Optional[str] = typer.Option(None, help="Extra strategies appended to --strategies (ablations)."),
             set_: Optional[List[str]] = SET, out: Optional[str] = OUT, quiet: bool = QUIET):
     """Compare fine-tuning strategies and ablations over seeds (and labelled-set sizes): results.csv, summary.md, plots."""

@@ -74,7 +74,6 @@ def build_stream(path: Path, min_freq: int = 3):
 
 def fastai_style_model(vocab_size: int, preset: str):
     """fastai's weight/embedding dropout technique around our module layout (reference only)."""
-    import torch
     import torch.nn.functional as F
     from torch import nn
 

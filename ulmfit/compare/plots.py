@@ -27,7 +27,7 @@ def _plt():
 
 
 def _order(size) -> float:
-    return math.inf if size == "all" else int(size)
+    return math.inf if size == "all" else int(str(size).lower().removesuffix("pc"))
 
 
 def _metric(rows: list[dict]) -> str:

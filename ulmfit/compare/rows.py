@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from ulmfit.errors import UlmfitError
+from ulmfit.phases.sampling import parse_train_size
 
 
 def log(msg: str, quiet: bool) -> None:
@@ -25,17 +26,12 @@ def csv_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def parse_size(v) -> int | None:
-    """A train size: a positive int, or None for `all`."""
+def parse_size(v) -> int | str | None:
+    """A train size: a positive int (N in all), 'Npc' (N per class), or None for `all`."""
     if v is None or str(v).strip().lower() in ("all", "none", "full", "0"):
         return None
-    try:
-        n = int(str(v).strip())
-    except ValueError:
-        raise UlmfitError(f"train size {v!r} must be a positive integer or 'all'") from None
-    if n <= 0:
-        raise UlmfitError(f"train size {v!r} must be a positive integer or 'all'")
-    return n
+    n, per_class = parse_train_size(v)
+    return f"{n}pc" if per_class else n
 
 
 def parse_seeds(v) -> list[int]:

@@ -185,10 +185,20 @@ class LMs:
         m = (self.raw.get("pretrain") or {}).get("model") or {}
         return {k: m[k] for k in ("arch",) + keys if m.get(k) is not None}
 
+    def _checkpoint(self) -> str | None:
+        """A transformers recipe's checkpoint (its pretrained model), else None."""
+        for section in ("finetune_lm", "classifier"):
+            m = (self.raw.get(section) or {}).get("model") or {}
+            if m.get("type") == "transformers" and m.get("name_or_path"):
+                return str(m["name_or_path"])
+        return None
+
     def _get_pretrained(self) -> str:
         ft = self.raw.get("finetune_lm") or {}
         if ft.get("pretrained"):
             return str(ft["pretrained"])
+        if self._checkpoint():
+            return self._checkpoint()
         if not self.raw.get("pretrain"):
             raise UlmfitError("this comparison needs a pretrained LM: give the recipe a `pretrain` section or "
                               "set finetune_lm.pretrained to an LM folder")
@@ -198,8 +208,8 @@ class LMs:
     def pretrained_encoder(self) -> str:
         """The pretrained LM as a phase-3 encoder folder (phase 3 reads encoder.safetensors)."""
         src = Path(self.pretrained())
-        if (src / "encoder.safetensors").exists():
-            return str(src)
+        if (src / "encoder.safetensors").exists() or self._checkpoint():
+            return str(src)  # a transformers checkpoint is its own encoder
         dst = self.root / "pretrained-encoder"
         if not (dst / "encoder.safetensors").exists():
             info = read_run(src)

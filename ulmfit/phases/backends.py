@@ -112,6 +112,9 @@ def backend_of(info: RunInfo) -> Backend:
     return backend(info.backend)
 
 
+OBJECTIVES = ("lm", "contrastive")  # finetune_lm.objective
+
+
 def check_train_fields(cfg) -> None:
     """Refuse a train.* field the config's backend would ignore, when it differs from the default."""
     b = backend(cfg.model.type)
@@ -120,6 +123,19 @@ def check_train_fields(cfg) -> None:
         if getattr(cfg.train, f) != getattr(default, f):
             raise UlmfitError(f"train.{f} is not supported for model.type {b.name} (got {getattr(cfg.train, f)!r}); "
                               f"remove it from the recipe")
+    objective = getattr(cfg, "objective", "lm")
+    if objective not in OBJECTIVES:
+        raise UlmfitError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective == "contrastive" and b.name != "transformers":
+        raise UlmfitError("objective contrastive trains a transformers sentence encoder; an AWD-LSTM fine-tunes "
+                          "with objective lm")
+    con = getattr(cfg, "contrastive", None)
+    if con is not None and con.epochs and b.name != "transformers":
+        raise UlmfitError("classifier.contrastive is for transformers backbones; set its epochs to 0 for an AWD-LSTM")
+    st = getattr(cfg, "self_training", None)
+    if st is not None and st.texts and b.name != "transformers":
+        raise UlmfitError("classifier.self_training is for transformers backbones; leave its texts empty for an "
+                          "AWD-LSTM")
 
 
 # ---- phases ------------------------------------------------------------------------------------

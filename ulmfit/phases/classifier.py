@@ -20,11 +20,12 @@ from ulmfit.phases.common import finish, log, stages_for, token_cache, world
 from ulmfit.phases.config import ClassifierConfig
 from ulmfit.phases.lm import awd_config
 from ulmfit.phases.runs import read_run
+from ulmfit.phases.sampling import subsample
 from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, classifier_encoder_config
 from ulmfit.text.awd_lstm.lm_io import read_lm_config
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 from ulmfit.text.data.class_data import ClassificationBatches
-from ulmfit.text.data.readers import Split, load_classification
+from ulmfit.text.data.readers import load_classification
 from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 
@@ -36,19 +37,6 @@ class ClasSetup:
     data: object         # ClassificationData
     test_ids: list | None
     out: Path
-
-
-def subsample(split, n: int | None, seed: int):
-    """A stratified, seeded subsample of n labelled rows (low-shot runs)."""
-    if not n or n >= len(split):
-        return split
-    y = split.labels if split.labels.ndim == 1 else split.labels.argmax(1)
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    take = np.maximum(1, np.round(counts / counts.sum() * n).astype(int))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)])
-    idx = np.sort(idx)
-    return Split([split.texts[i] for i in idx], split.labels[idx])
 
 
 def load_labelled(cfg: ClassifierConfig, multi_label: bool = True):
@@ -126,6 +114,9 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
     set_seed(t.seed)
     stages_for(t, 5)  # fail fast on a bad strategy
     data = load_labelled(cfg)
+    if data.valid is None:
+        raise UlmfitError("data.valid_pct 0 (no validation split) is for transformers recipes; an AWD-LSTM "
+                          "classifier needs a validation split (valid_pct > 0 or data.valid)")
     log(f"train-classifier: {len(data.train)} train / {len(data.valid)} valid texts, {len(data.classes)} classes",
         quiet)
     tokenizer, lm_cfg = _tokenizer_and_encoder(cfg, data.train.texts)

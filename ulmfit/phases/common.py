@@ -63,8 +63,9 @@ def _split_docs(texts: list[str], valid_pct: float, seed: int) -> tuple[list[str
     return [t for i, t in enumerate(texts) if i not in valid], [texts[i] for i in sorted(valid)]
 
 
-def lm_texts(data, default_train: Path | None) -> tuple[list[str], list[str]]:
-    """Training and validation documents of an LM corpus from a DataConfig."""
+def lm_texts(data, default_train: Path | None, allow_no_valid: bool = False) -> tuple[list[str], list[str]]:
+    """Training and validation documents of an LM corpus from a DataConfig (with `allow_no_valid`,
+    valid_pct 0 means no validation documents)."""
     train = data.train or (str(default_train) if default_train else None)
     if not train:
         raise UlmfitError("no training data: set data.train to a file or folder")
@@ -73,11 +74,19 @@ def lm_texts(data, default_train: Path | None) -> tuple[list[str], list[str]]:
     if data.valid:
         valid = _limit(list(load_corpus(data.valid, text_cols=cols, wikitext_articles=data.articles)),
                        data.max_items and max(1, data.max_items // 10))
+    elif allow_no_valid and data.valid_pct == 0:
+        return _nonempty(texts, train), []
     else:
         texts, valid = _split_docs(texts, data.valid_pct, 0)
     if not texts or not valid:
         raise UlmfitError(f"{train}: no documents left for training or validation")
     return texts, valid
+
+
+def _nonempty(texts: list[str], where) -> list[str]:
+    if not any(t.strip() for t in texts):
+        raise UlmfitError(f"{where}: no text to train on (the file is empty)")
+    return texts
 
 
 def last_metrics(history: list[dict], prefix: str = "valid_") -> dict:

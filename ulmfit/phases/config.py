@@ -19,22 +19,27 @@ from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FR
 
 @dataclass
 class DataConfig:
-    RANGES = {"max_items": AT_LEAST_1, "train_size": AT_LEAST_1}
+    RANGES = {"max_items": AT_LEAST_1, "valid_pct": (0, True, 1, False)}
 
     train: str | None = None           # file or folder (csv, tsv, jsonl, parquet, txt, class folders)
     valid: str | None = None           # without it, a stratified `valid_pct` split of train
     test: str | None = None            # labelled file scored after training (classifier); ignored by LMs
     text_cols: list[str] = field(default_factory=lambda: ["text"])  # text column(s) of a table; several are joined with xxfld markers
     label_col: str | None = "label"    # label column (classifier)
-    valid_pct: float = 0.1             # share of train held out for validation when `valid` is not given
+    valid_pct: float = 0.1             # share of train held out for validation when `valid` is not given (0: none)
     multi_label: bool = False          # several labels per text, split on `label_delim`
     label_delim: str = "|"             # separator of the labels of one text (multi-label)
     max_items: int | None = None       # use only the first n documents (quick runs)
-    train_size: int | None = None      # stratified subsample of labelled training rows (low-shot)
+    train_size: int | str | None = None# low-shot: a stratified subsample of the labelled training rows, N in all (100) or N per class (8pc)
     articles: bool = False             # split WikiText-style files into articles on ' = Title = '
     strict: bool = False               # empty texts are an error instead of a warning
     cache: bool = True                 # keep tokenized texts on disk; a second run skips tokenization
     cache_dir: str | None = None       # where (default: $ULMFIT_CACHE or ~/.cache/ulmfit)
+
+    def __post_init__(self):
+        from ulmfit.phases.sampling import parse_train_size
+
+        parse_train_size(self.train_size)  # a bad size fails when the recipe is read
 
 
 @dataclass
@@ -65,6 +70,28 @@ class ModelConfig:
     max_length: int = 64               # transformers: tokens per text
     blocks_per_group: int = 1          # transformers: blocks in one layer group
     head_lr: float | None = None       # transformers: LR of stages that train the head alone
+
+
+@dataclass
+class ContrastiveConfig:
+    RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False)}
+
+    epochs: float = 0                  # passes over the labelled texts (0: no contrastive stage)
+    lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
+    temperature: float = 0.1           # softmax temperature of the cosine similarities
+    bs: int = 16                       # labelled texts per batch (each is seen twice, as two dropout views)
+
+
+@dataclass
+class SelfTrainingConfig:
+    RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "pool": AT_LEAST_1, "epochs": POSITIVE, "lr": POSITIVE}
+
+    texts: str | None = None           # unlabelled texts of the domain (file or folder; None: no self-training)
+    ratio: float = 4.0                 # pseudo-labelled texts per class, as a multiple of its labelled count
+    min_confidence: float = 0.5        # keep a pseudo label only at this probability or more
+    pool: int | None = 2000            # label at most this many unlabelled texts (a seeded sample)
+    epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
+    lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
 
 
 @dataclass
@@ -158,6 +185,10 @@ class FinetuneLMConfig:
     # defaults: the measured quickstart recipe (configs/cpu-small.yaml)
     train: TrainSection = field(default_factory=lambda: TrainSection(
         strategy="gradual", epochs=[1, 3], lr=[1e-2, 3e-3], schedule="stlr", bs=32, weight_decay=0.1))
+    # lm: next-word (AWD-LSTM), masked- or causal-LM (transformers, by checkpoint);
+    # contrastive: SimCSE on the texts (transformers sentence encoders, no LM head needed)
+    objective: str = "lm"
+    temperature: float = 0.05          # contrastive: softmax temperature of the cosine similarities
     out: str = "runs/finetune_lm"      # output folder (`ulmfit run --out DIR` puts it under DIR)
 
 
@@ -179,6 +210,10 @@ class ClassifierConfig:
     head_hidden: int = 50                # size of the head's hidden layer
     label_smoothing: float = 0.0         # cross-entropy label smoothing (single-label)
     threshold: float = 0.5             # multi-label decision threshold
+    # transformers: a supervised contrastive stage on the labelled texts before the head trains
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    # transformers: after training, pseudo-label unlabelled texts and train on them too
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     out: str = "runs/classifier"       # output folder (`ulmfit run --out DIR` puts it under DIR)
 
 

@@ -16,7 +16,8 @@ SECTIONS = [("recipe (top level)", C.RecipeConfig), ("pretrain", C.PretrainConfi
             ("finetune_lm", C.FinetuneLMConfig), ("classifier", C.ClassifierConfig)]
 SKIP = ("pretrain", "finetune_lm", "classifier", "data")  # the recipe's sections, documented on their own
 PARTS = [("data", C.DataConfig), ("tokenizer", C.TokenizerConfig), ("model", C.ModelConfig),
-         ("train", C.TrainSection)]
+         ("train", C.TrainSection), ("contrastive", C.ContrastiveConfig),
+         ("self_training", C.SelfTrainingConfig)]
 
 
 def field_comments(cls) -> dict[str, str]:

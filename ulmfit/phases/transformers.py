@@ -11,8 +11,10 @@ from pathlib import Path
 
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.classifier import load_labelled
-from ulmfit.phases.common import finish, lm_texts, log
+from ulmfit.phases.common import finish, is_table, lm_texts, log
 from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
+from ulmfit.text.data.readers import load_corpus
+from ulmfit.text.transformers.contrastive import finetune_contrastive
 from ulmfit.text.transformers.train import (finetune_transformer_lm, train_transformer_classifier,
                                             transformer_lr_find)
 
@@ -55,7 +57,10 @@ def _source(path: str | None, cfg) -> str:
 
 
 def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False):
-    """Phase 2 for a transformers checkpoint: continue its masked- or causal-LM training."""
+    """Phase 2 for a transformers checkpoint: continue its masked- or causal-LM training, or
+    (`objective: contrastive`) SimCSE on the domain's texts."""
+    if cfg.objective == "contrastive":
+        return _finetune_contrastive(cfg, quiet, resume)
     _no_resume(resume)
     started = time.time()
     src = _source(cfg.pretrained, cfg)
@@ -71,6 +76,32 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
                   quiet)
 
 
+def _finetune_contrastive(cfg: FinetuneLMConfig, quiet: bool, resume: bool):
+    started = time.time()
+    src = _source(cfg.pretrained, cfg)
+    train, valid = lm_texts(cfg.data, None, allow_no_valid=True)
+    log(f"finetune-lm (contrastive, transformers {src}): {len(train)} training / {len(valid)} validation texts",
+        quiet)
+    t, m = cfg.train, cfg.model
+    if t.strategy not in ("full", "gradual") or t.stages:
+        log(f"finetune-lm: objective contrastive trains every group at once; strategy {t.strategy!r} is not used",
+            quiet)
+    kw = trainer_kwargs(cfg, quiet)
+    epochs = t.epochs[-1] if isinstance(t.epochs, (list, tuple)) else t.epochs
+    lr = t.lr[-1] if isinstance(t.lr, (list, tuple)) else t.lr
+    res = finetune_contrastive(src, train, cfg.out, valid_texts=valid or None, epochs=epochs, lr=lr,
+                               layer_decay=m.layer_decay, schedule=t.schedule, schedule_args=t.schedule_kwargs(),
+                               temperature=cfg.temperature, max_length=m.max_length, bs=t.bs,
+                               blocks_per_group=m.blocks_per_group, seed=t.seed, train_config=kw["train_config"],
+                               resume=resume)
+    metrics = {"valid_loss": res.valid_loss, "kind": res.kind, "train_seconds": res.train_seconds}
+    what = (f"Contrastive (SimCSE) training of `{src}` on `{cfg.data.train}` ({len(train)} texts), temperature "
+            f"{cfg.temperature}.")
+    run = dict(kind="lm", backend="transformers", phase="finetune_lm", parent=src, tokenizer=".")
+    return finish(Path(cfg.out), cfg, run, "ulmfit finetune-lm (contrastive, transformers)", what, started, metrics,
+                  res.history, quiet)
+
+
 def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = False):
     """Phase 3 for a transformers checkpoint: a pooling head on the encoder, the recipe's strategy."""
     _no_resume(resume)
@@ -81,11 +112,16 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         raise UlmfitError("multi-label classification is not available for transformers backbones yet")
     data = load_labelled(cfg, multi_label=False)
     names = lambda split: [data.classes[i] for i in split.labels]  # noqa: E731
-    log(f"train-classifier (transformers {src}): {len(data.train)} train / {len(data.valid)} valid", quiet)
+    valid = data.valid
+    log(f"train-classifier (transformers {src}): {len(data.train)} train / {len(valid) if valid else 'no'} valid",
+        quiet)
     test = data.test if data.test is not None and data.test.labels is not None else None
+    con = cfg.contrastive
     res = train_transformer_classifier(
-        src, data.train.texts, names(data.train), data.valid.texts, names(data.valid),
+        src, data.train.texts, names(data.train), valid.texts if valid else None, names(valid) if valid else None,
         test.texts if test else None, names(test) if test else None,
+        contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs),
+        self_training=_self_training(cfg),
         pooling=cfg.model.pooling, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
     what = (f"Fine-tuned `{src}` as a classifier ({cfg.model.pooling} pooling) on `{d.train}` "
@@ -93,6 +129,18 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
     run = dict(kind="classifier", backend="transformers", phase="classifier", parent=src, tokenizer="model")
     return finish(Path(cfg.out), cfg, run, "ulmfit train-classifier (transformers)", what, started, metrics,
                   res.history, quiet)
+
+
+def _self_training(cfg: ClassifierConfig) -> dict | None:
+    st = cfg.self_training
+    if not st.texts:
+        return None
+    cols = cfg.data.text_cols if is_table(st.texts) else None
+    texts = [t for t in load_corpus(st.texts, text_cols=cols) if t.strip()]
+    if not texts:
+        raise UlmfitError(f"classifier.self_training.texts {st.texts}: no text in it")
+    return dict(texts=texts, ratio=st.ratio, min_confidence=st.min_confidence, pool=st.pool, epochs=st.epochs,
+                lr=st.lr)
 
 
 def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):

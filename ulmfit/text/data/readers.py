@@ -190,7 +190,7 @@ class Split:
 @dataclass
 class ClassificationData:
     train: Split
-    valid: Split
+    valid: Split | None              # None with valid_pct=0
     test: Split | None
     classes: list[str] = field(default_factory=list)
     multi_label: bool = False
@@ -233,7 +233,8 @@ def load_classification(train, valid=None, test=None, text_cols="text", label_co
                         label_delim: str = "|", fmt: str | None = None,
                         strict: bool = False) -> ClassificationData:
     """Train/valid(/test) splits with integer labels and the sorted class list. Without ``valid``,
-    a seeded stratified ``valid_pct`` split of train. Integer labels are kept as their string
+    a seeded stratified ``valid_pct`` split of train (``valid_pct=0``: no validation split, ``valid`` is
+    None). Integer labels are kept as their string
     form in ``classes`` (sorted numerically)."""
     delim = label_delim if multi_label else None
     rd = lambda s: read_texts(s, text_cols, label_col, fmt, delim, strict)  # noqa: E731
@@ -249,9 +250,11 @@ def load_classification(train, valid=None, test=None, text_cols="text", label_co
         va_texts, va_raw = rd(valid)
         va = Split(va_texts, encode_labels(va_raw, classes, str(valid), multi_label))
         tr = Split(tr_texts, y_tr)
+    elif valid_pct == 0:  # no validation split: every row trains (few-shot runs on a fixed schedule)
+        tr, va = Split(tr_texts, y_tr), None
     else:
         if not 0 < valid_pct < 1:
-            raise UlmfitError(f"valid_pct={valid_pct} must be between 0 and 1 (or give a "
+            raise UlmfitError(f"valid_pct={valid_pct} must be between 0 (no validation split) and 1 (or give a "
                               "validation file)")
         key = y_tr if not multi_label else [tuple(r) for r in y_tr.astype(int).tolist()]
         key = np.unique(np.asarray(key), axis=0, return_inverse=True)[1] if multi_label else key
@@ -265,7 +268,7 @@ def load_classification(train, valid=None, test=None, text_cols="text", label_co
             (read_texts(test, text_cols, None, fmt, None, strict)[0], None)
         te = Split(te_texts, None if te_raw is None else
                    encode_labels(te_raw, classes, str(test), multi_label))
-    if len(tr) == 0 or len(va) == 0:
+    if len(tr) == 0 or (va is not None and len(va) == 0):
         raise UlmfitError(f"{train}: the train/valid split is empty ({len(tr)}/{len(va)} rows); "
                           "use more data or another valid_pct")
     return ClassificationData(tr, va, te, classes, multi_label)

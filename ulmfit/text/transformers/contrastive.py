@@ -1,0 +1,153 @@
+"""Contrastive training of a transformers encoder's mean-pooled sentence embeddings.
+
+- `finetune_contrastive`: phase 2 for sentence encoders. Unsupervised SimCSE (Gao et al. 2021) on
+  the domain's unlabelled texts: each batch holds every text twice, the two dropout views are the
+  positive pair and the other texts of the batch the negatives (`core.contrastive.info_nce`). It
+  moves the encoder towards the domain without an LM head, which a sentence-transformers
+  checkpoint does not ship (masked-LM fine-tuning would start one from noise). Saves an ordinary
+  transformers folder that phase 3 takes as its encoder; checkpoints every epoch and resumes.
+- `sup_con_stage`: the supervised contrastive stage of phase 3, run before the head is trained:
+  the labelled texts, each twice (two dropout views), under Khosla et al.'s loss
+  (`core.contrastive.sup_con`), so every example has at least its own second view as a positive
+  (a class with a single example still trains). SetFit (Tunstall et al. 2022) gets its edge from
+  this step with sampled pairs; a batch-wise loss sees every pair of the batch at once.
+
+Both run on the core trainer with the model's layer groups, layer decay and a schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ulmfit.core import Hooks, Stage, TrainConfig, Trainer, set_seed
+from ulmfit.core.contrastive import sup_con_loss, two_view_info_nce
+from ulmfit.errors import UlmfitError
+from ulmfit.text.transformers import data as td
+from ulmfit.text.transformers.backbone import from_pretrained, layer_groups, load_tokenizer, resolve_lr_factor
+
+
+class SentenceEmbedder(nn.Module):
+    """`model(inputs) -> (n, hidden)`: the mean of the encoder's last states over real tokens."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        h = self.encoder(**inputs).last_hidden_state
+        m = inputs["attention_mask"].unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def base_encoder(hf: nn.Module) -> nn.Module:
+    """The bare encoder of a transformers model (BertModel inside BertForSequenceClassification)."""
+    return getattr(hf, "base_model", hf)
+
+
+class TwoViews:
+    """Collate rows with padding, then repeat the batch: rows i and i + n are two views of text i."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, rows):
+        batch = self.pad(rows)
+        return {k: torch.cat([v, v]) for k, v in batch.items()}
+
+
+def split_views(batch):
+    """(model inputs, labels or None) of a two-view batch."""
+    return {k: v for k, v in batch.items() if k != "labels"}, batch.get("labels")
+
+
+def two_view_loader(tokenizer, texts, labels, max_length: int, bs: int, shuffle: bool, seed: int):
+    from torch.utils.data import DataLoader
+
+    ds = td.Encoded(tokenizer, texts, max_length, labels)
+    if shuffle:
+        lengths = [len(r["input_ids"]) for r in ds.rows]
+        return DataLoader(ds, batch_sampler=td.SortishBatchSampler(lengths, bs, seed), collate_fn=TwoViews(tokenizer))
+    return DataLoader(ds, batch_size=bs, shuffle=False, collate_fn=TwoViews(tokenizer))
+
+
+def _plan(epochs, lr, layer_decay, schedule, schedule_args, name) -> list[Stage]:
+    return [Stage(epochs=epochs, unfreeze="all", lr=lr, lr_factor=resolve_lr_factor(layer_decay, None),
+                  schedule=schedule, schedule_args=dict(schedule_args or {}), name=name)]
+
+
+# ---- phase 2 --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ContrastiveResult:
+    out_dir: Path
+    history: list
+    valid_loss: float | None
+    train_seconds: float
+    kind: str = "contrastive"
+
+
+def finetune_contrastive(model_path, texts, out_dir, *, valid_texts=None, epochs=1, lr=3e-5,
+                         layer_decay=None, schedule: str = "linear", schedule_args=None, temperature: float = 0.05,
+                         max_length: int = 64, bs: int = 64, blocks_per_group: int = 1, seed: int = 42,
+                         train_config: TrainConfig | None = None, resume: bool = False) -> ContrastiveResult:
+    """SimCSE on `texts`; the encoder (save_pretrained) and its tokenizer are written to `out_dir`."""
+    from transformers import AutoModel
+
+    if bs < 2:
+        raise UlmfitError(f"contrastive training needs at least 2 texts per batch (the negatives), got bs={bs}")
+    set_seed(seed)
+    texts = td.check_texts(texts, "unlabelled texts")
+    tok = load_tokenizer(model_path)
+    hf = from_pretrained(AutoModel, model_path, "model")
+    model = SentenceEmbedder(hf)
+    groups = layer_groups(model, blocks_per_group)
+    train = two_view_loader(tok, texts, None, max_length, bs, True, seed)
+    valid = None
+    if valid_texts:
+        valid = two_view_loader(tok, td.check_texts(valid_texts, "unlabelled valid texts"), None, max_length, bs,
+                                False, seed)
+    trainer = Trainer(model, groups, two_view_info_nce(temperature), train, valid,
+                      train_config or TrainConfig(optimizer="adamw", seed=seed), Hooks(split_batch=split_views),
+                      out_dir=out_dir)
+    t0 = time.time()
+    history = trainer.fit(_plan(epochs, lr, layer_decay, schedule, schedule_args, "simcse"), resume=resume)
+    secs = time.time() - t0
+    out = Path(out_dir)
+    hf.save_pretrained(out)
+    tok.save_pretrained(out)
+    last = history[-1] if history else {}
+    res = ContrastiveResult(out, history, last.get("valid_loss"), secs)
+    summary = {k: v for k, v in res.__dict__.items() if k != "out_dir"}
+    (out / "lm_metrics.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    return res
+
+
+# ---- phase 3's first stage ------------------------------------------------------------------
+def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, layer_decay=None,
+                  temperature: float = 0.1, bs: int = 32, schedule: str = "linear", schedule_args=None,
+                  blocks_per_group: int = 1, seed: int = 42, train_config: TrainConfig | None = None) -> list[dict]:
+    """Train `classifier`'s encoder in place with the supervised contrastive loss; its history rows."""
+    counts = {}
+    for y in label_ids:
+        counts[y] = counts.get(y, 0) + 1
+    single = [classifier.labels[y] for y, c in counts.items() if c == 1]
+    if single:
+        import warnings
+
+        warnings.warn(f"class(es) {single} have a single labelled example: their only contrastive positive is the "
+                      "example's own second dropout view", stacklevel=2)
+    set_seed(seed)
+    model = SentenceEmbedder(base_encoder(classifier.hf))
+    groups = layer_groups(model, blocks_per_group)
+    loader = two_view_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length,
+                             max(2, bs), True, seed)
+    cfg = dataclasses.replace(train_config or TrainConfig(optimizer="adamw", seed=seed), checkpoint=False)
+    trainer = Trainer(model, groups, sup_con_loss(temperature), loader, None, cfg, Hooks(split_batch=split_views))
+    return trainer.fit(_plan(epochs, lr, layer_decay, schedule, schedule_args, "contrastive"))

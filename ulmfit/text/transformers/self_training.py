@@ -1,0 +1,63 @@
+"""Self-training on the domain's unlabelled texts, after phase 3 (ULMFiT's semi-supervised setting,
+Howard & Ruder 2018 sec. 4; pseudo-labelling as in Lee 2013, "Pseudo-Label").
+
+The trained classifier labels a pool of unlabelled texts; for each class it keeps the texts it
+predicts for that class most confidently (at most `ratio` x that class's labelled count, each at
+least `min_confidence`), so a class the model over-predicts cannot flood the set. The classifier
+then trains on the labelled and the pseudo-labelled texts together for a few more epochs, every
+group trainable with the recipe's layer decay, on the core trainer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ulmfit.core import Hooks, Stage, TrainConfig, Trainer
+from ulmfit.text.transformers import data as td
+from ulmfit.text.transformers.backbone import layer_groups, resolve_lr_factor
+
+
+def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, their predicted classes): per class c, the `quota[c]` rows predicted c with
+    the highest probability, each at least `min_confidence`."""
+    pred, conf = probs.argmax(1), probs.max(1)
+    rows, labels = [], []
+    for c, k in sorted(quota.items()):
+        idx = np.flatnonzero((pred == c) & (conf >= min_confidence))
+        idx = idx[np.argsort(-conf[idx], kind="stable")][:k]
+        rows.append(idx)
+        labels.append(np.full(len(idx), c))
+    if not rows:
+        return np.zeros(0, int), np.zeros(0, int)
+    return np.concatenate(rows), np.concatenate(labels)
+
+
+def self_train(model, groups_per_block: int, texts, label_ids, unlabelled, *, ratio: float = 4.0,
+               min_confidence: float = 0.5, pool: int | None = 2000, epochs: float = 2, lr: float = 5e-5,
+               layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
+    """Pseudo-label `unlabelled` with `model` and train it on labelled + pseudo-labelled texts.
+
+    Returns (history rows, number of pseudo-labelled texts per class)."""
+    seen = set(texts)
+    pool_texts = [t for t in dict.fromkeys(td.check_texts(unlabelled, "self-training texts")) if t not in seen]
+    if pool and len(pool_texts) > pool:
+        keep = np.sort(np.random.default_rng(seed).choice(len(pool_texts), pool, replace=False))
+        pool_texts = [pool_texts[i] for i in keep]
+    counts = np.bincount(np.asarray(label_ids), minlength=len(model.labels))
+    quota = {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
+    probs = model.predict_proba(pool_texts).numpy() if pool_texts else np.zeros((0, len(model.labels)))
+    rows, pseudo = pick_confident(probs, quota, min_confidence)
+    all_texts = list(texts) + [pool_texts[i] for i in rows]
+    all_labels = list(label_ids) + pseudo.tolist()
+    loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed)
+    cfg = train_config or TrainConfig(optimizer="adamw", seed=seed)
+    import dataclasses
+
+    trainer = Trainer(model, layer_groups(model, groups_per_block), torch.nn.functional.cross_entropy, loader, None,
+                      dataclasses.replace(cfg, checkpoint=False), Hooks(split_batch=td.split_batch))
+    stage = Stage(epochs=epochs, unfreeze="all", lr=lr, lr_factor=resolve_lr_factor(layer_decay, None),
+                  schedule="linear", name="self-training")
+    history = trainer.fit([stage])
+    per_class = {model.labels[c]: int((pseudo == c).sum()) for c in quota}
+    return history, per_class
