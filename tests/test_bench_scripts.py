@@ -43,3 +43,30 @@ def test_bench_vs_fastai_measures_ours_alone_without_fastai(tmp_path):
     text = table.read_text()
     assert "ulmfit alone (fastai not installed)" in text and summary["cpu_model"] in text
     assert text.count("\n| ") == 1 + len(expected)  # header + one row per measurement
+
+
+@pytest.mark.skipif(not (DATA / "trec6" / "train.csv").exists(), reason="needs TREC-6 under ULMFIT_DATA")
+def test_bench_fewshot_draws_the_rows_a_recipe_with_train_size_npc_trains_on(tmp_path):
+    """Every tool of scripts/bench_fewshot.py reads one CSV per (data set, N, seed); it holds exactly
+    the rows `data.train_size: Npc` with `train.seed` gives ulmfit, so `ulmfit compare` ablations
+    and the benchmark see the same examples."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_fewshot
+
+    from ulmfit.phases.classifier import load_labelled
+    from ulmfit.phases.config import ClassifierConfig, from_dict
+
+    path = bench_fewshot.draw(DATA, "trec6", 8, 3, tmp_path)
+    rows = path.read_text(encoding="utf-8").splitlines()[1:]
+    assert len(rows) == 48
+    cfg = from_dict(ClassifierConfig, {"data": {"train": str(DATA / "trec6" / "train.csv"), "valid_pct": 0,
+                                                "train_size": "8pc"}, "train": {"seed": 3}})
+    data = load_labelled(cfg, multi_label=False)
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        drawn = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    assert drawn == [(t, data.classes[y]) for t, y in zip(data.train.texts, data.train.labels)]
+    table = bench_fewshot.summarise([{"dataset": "trec6", "per_class": 8, "tool": "a", "seed": s, "accuracy": a,
+                                      "macro_f1": a, "train_s": 10.0} for s, a in enumerate([0.8, 0.9])])
+    assert table[0]["accuracy_mean"] == 0.85 and table[0]["accuracy_std"] == 0.0707  # sample std, as compare

@@ -30,7 +30,7 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     assert m["n_train"] == 48 and m["n_classes"] == 6  # exactly 8 per class, no validation split
     assert "valid_accuracy" not in m
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
-    assert m["test_accuracy"] > majority + 0.3, (m, r.stderr[-2000:])
+    assert m["test_accuracy"] > majority + 0.4, (m, r.stderr[-2000:])  # 0.802 here
     lm = json.loads((out / "finetune_lm" / "run.json").read_text())
     assert lm["kind"] == "lm" and (out / "finetune_lm" / "model.safetensors").exists()
     cfg = (out / "classifier" / "config.yaml").read_text()

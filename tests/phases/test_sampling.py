@@ -51,3 +51,15 @@ def test_a_total_stays_proportional():
         a = subsample(split, 10, seed=0)
     assert np.bincount(a.labels).tolist() == [4, 2, 4]
     assert subsample(split, 1000, seed=0) is split
+
+
+def test_compare_accepts_per_class_sizes_and_orders_them():
+    from ulmfit.compare.plots import aggregate
+    from ulmfit.compare.rows import parse_size
+
+    assert [parse_size(v) for v in ("8pc", "100", "all", " 16PC")] == ["8pc", 100, None, "16pc"]
+    with pytest.raises(UlmfitError, match="per class"):
+        parse_size("8 per class")
+    rows = [{"strategy": "gradual", "seed": 0, "train_size": size, "status": "ok", "test_accuracy": 0.5,
+             "valid_accuracy": None, "wall_s": 1.0, "n_train": 1, "epochs": 1} for size in ("64pc", "8pc", "16pc")]
+    assert [a["train_size"] for a in aggregate(rows)] == ["8pc", "16pc", "64pc"]

@@ -176,8 +176,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     "valid_mean": vm, "wall_s_mean": wm, "n_ok": len(ok), "n_failed": len(rs) - len(ok),
                     "n_train": next((r["n_train"] for r in ok if r["n_train"] is not None), None),
                     "epochs": next((r["epochs"] for r in ok if r["epochs"] is not None), None)})
-    order = lambda s: math.inf if s == "all" else int(s)  # noqa: E731
-    out.sort(key=lambda a: (order(a["train_size"]), -(a["mean"] if a["mean"] == a["mean"] else -1)))
+    out.sort(key=lambda a: (_order(a["train_size"]), -(a["mean"] if a["mean"] == a["mean"] else -1)))
     return out
 
 
