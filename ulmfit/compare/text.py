@@ -197,8 +197,8 @@ class LMs:
         ft = self.raw.get("finetune_lm") or {}
         if ft.get("pretrained"):
             return str(ft["pretrained"])
-        if self._checkpoint():
-            return self._checkpoint()
+        if checkpoint := self._checkpoint():
+            return checkpoint
         if not self.raw.get("pretrain"):
             raise UlmfitError("this comparison needs a pretrained LM: give the recipe a `pretrain` section or "
                               "set finetune_lm.pretrained to an LM folder")

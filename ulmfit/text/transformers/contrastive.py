@@ -69,18 +69,19 @@ def split_views(batch):
 
 
 def two_view_loader(tokenizer, texts, labels, max_length: int, bs: int, shuffle: bool, seed: int):
-    from torch.utils.data import DataLoader
-
     ds = td.Encoded(tokenizer, texts, max_length, labels)
-    if shuffle:
-        lengths = [len(r["input_ids"]) for r in ds.rows]
-        return DataLoader(ds, batch_sampler=td.SortishBatchSampler(lengths, bs, seed), collate_fn=TwoViews(tokenizer))
-    return DataLoader(ds, batch_size=bs, shuffle=False, collate_fn=TwoViews(tokenizer))
+    return td.length_batched_loader(ds, bs, shuffle, seed, TwoViews(tokenizer))
 
 
-def _plan(epochs, lr, layer_decay, schedule, schedule_args, name) -> list[Stage]:
-    return [Stage(epochs=epochs, unfreeze="all", lr=lr, lr_factor=resolve_lr_factor(layer_decay, None),
-                  schedule=schedule, schedule_args=dict(schedule_args or {}), name=name)]
+def all_groups_stage(epochs, lr, layer_decay, name: str, schedule: str = "linear", schedule_args=None) -> Stage:
+    """One stage training every group, lower groups at lr x layer_decay per group."""
+    return Stage(epochs=epochs, unfreeze="all", lr=lr, lr_factor=resolve_lr_factor(layer_decay, None),
+                 schedule=schedule, schedule_args=dict(schedule_args or {}), name=name)
+
+
+def side_config(train_config: TrainConfig | None, seed: int) -> TrainConfig:
+    """The trainer settings of a stage run beside phase 3's own loop: no checkpoints of its own."""
+    return dataclasses.replace(train_config or TrainConfig(optimizer="adamw", seed=seed), checkpoint=False)
 
 
 # ---- phase 2 --------------------------------------------------------------------------------
@@ -117,7 +118,8 @@ def finetune_contrastive(model_path, texts, out_dir, *, valid_texts=None, epochs
                       train_config or TrainConfig(optimizer="adamw", seed=seed), Hooks(split_batch=split_views),
                       out_dir=out_dir)
     t0 = time.time()
-    history = trainer.fit(_plan(epochs, lr, layer_decay, schedule, schedule_args, "simcse"), resume=resume)
+    history = trainer.fit([all_groups_stage(epochs, lr, layer_decay, "simcse", schedule, schedule_args)],
+                          resume=resume)
     secs = time.time() - t0
     out = Path(out_dir)
     hf.save_pretrained(out)
@@ -148,6 +150,6 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     groups = layer_groups(model, blocks_per_group)
     loader = two_view_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length,
                              max(2, bs), True, seed)
-    cfg = dataclasses.replace(train_config or TrainConfig(optimizer="adamw", seed=seed), checkpoint=False)
-    trainer = Trainer(model, groups, sup_con_loss(temperature), loader, None, cfg, Hooks(split_batch=split_views))
-    return trainer.fit(_plan(epochs, lr, layer_decay, schedule, schedule_args, "contrastive"))
+    trainer = Trainer(model, groups, sup_con_loss(temperature), loader, None, side_config(train_config, seed),
+                      Hooks(split_batch=split_views))
+    return trainer.fit([all_groups_stage(epochs, lr, layer_decay, "contrastive", schedule, schedule_args)])

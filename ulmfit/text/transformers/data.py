@@ -112,7 +112,8 @@ class SortishBatchSampler(torch.utils.data.Sampler):
             yield b.tolist()
 
 
-def _loader(ds: "Encoded", bs: int, shuffle: bool, seed: int, collate) -> DataLoader:
+def length_batched_loader(ds: "Encoded", bs: int, shuffle: bool, seed: int, collate) -> DataLoader:
+    """Training: sort-ish batches of similar lengths, a new order every epoch; else longest first."""
     lengths = [len(r["input_ids"]) for r in ds.rows]
     if shuffle:
         return DataLoader(ds, batch_sampler=SortishBatchSampler(lengths, bs, seed), collate_fn=collate)
@@ -125,7 +126,7 @@ def classification_loader(tokenizer, texts, labels, max_length: int, bs: int, sh
     from transformers import DataCollatorWithPadding
 
     ds = Encoded(tokenizer, texts, max_length, labels)
-    return _loader(ds, bs, shuffle, seed, DataCollatorWithPadding(tokenizer))
+    return length_batched_loader(ds, bs, shuffle, seed, DataCollatorWithPadding(tokenizer))
 
 
 def lm_loaders(tokenizer, texts, valid_texts, mlm: bool, max_length: int, bs: int,
@@ -136,7 +137,7 @@ def lm_loaders(tokenizer, texts, valid_texts, mlm: bool, max_length: int, bs: in
     if not 0 < mlm_probability < 1:
         raise UlmfitError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
     coll = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=mlm_probability if mlm else None)
-    train = _loader(Encoded(tokenizer, texts, max_length), bs, True, seed, coll)
+    train = length_batched_loader(Encoded(tokenizer, texts, max_length), bs, True, seed, coll)
     valid = None
     if valid_texts:
         vcoll = DataCollatorForLanguageModeling(tokenizer, mlm=mlm, seed=seed,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ulmfit.core import Hooks, Stage, TrainConfig, Trainer
+from ulmfit.core import Hooks, LayerGroups, TrainConfig, Trainer
 from ulmfit.text.transformers import data as td
-from ulmfit.text.transformers.backbone import layer_groups, resolve_lr_factor
+from ulmfit.text.transformers.contrastive import all_groups_stage, side_config
 
 
 def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +33,11 @@ def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: flo
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def self_train(model, groups_per_block: int, texts, label_ids, unlabelled, *, ratio: float = 4.0,
+def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, ratio: float = 4.0,
                min_confidence: float = 0.5, pool: int | None = 2000, epochs: float = 2, lr: float = 5e-5,
                layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
-    """Pseudo-label `unlabelled` with `model` and train it on labelled + pseudo-labelled texts.
+    """Pseudo-label `unlabelled` with `model` and train it (its layer `groups`) on labelled +
+    pseudo-labelled texts.
 
     Returns (history rows, number of pseudo-labelled texts per class)."""
     seen = set(texts)
@@ -51,13 +52,8 @@ def self_train(model, groups_per_block: int, texts, label_ids, unlabelled, *, ra
     all_texts = list(texts) + [pool_texts[i] for i in rows]
     all_labels = list(label_ids) + pseudo.tolist()
     loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed)
-    cfg = train_config or TrainConfig(optimizer="adamw", seed=seed)
-    import dataclasses
-
-    trainer = Trainer(model, layer_groups(model, groups_per_block), torch.nn.functional.cross_entropy, loader, None,
-                      dataclasses.replace(cfg, checkpoint=False), Hooks(split_batch=td.split_batch))
-    stage = Stage(epochs=epochs, unfreeze="all", lr=lr, lr_factor=resolve_lr_factor(layer_decay, None),
-                  schedule="linear", name="self-training")
-    history = trainer.fit([stage])
+    trainer = Trainer(model, groups, torch.nn.functional.cross_entropy, loader, None, side_config(train_config, seed),
+                      Hooks(split_batch=td.split_batch))
+    history = trainer.fit([all_groups_stage(epochs, lr, layer_decay, "self-training")])
     per_class = {model.labels[c]: int((pseudo == c).sum()) for c in quota}
     return history, per_class

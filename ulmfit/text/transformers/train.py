@@ -211,21 +211,19 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
     """
     setup = build_classifier_trainer(model_path, train_texts, train_labels, valid_texts, valid_labels, **kw)
+    texts, y = list(train_texts), setup.labels.encode(train_labels, "train labels")  # checked by the set-up
+    side = dict(layer_decay=kw.get("layer_decay"), seed=kw.get("seed", 42), train_config=kw.get("train_config"))
     t0 = time.time()
     history = []
     if contrastive and contrastive.get("epochs"):
-        history = sup_con_stage(setup.model, td.check_texts(train_texts, "train texts"),
-                                setup.labels.encode(train_labels, "train labels"),
-                                layer_decay=kw.get("layer_decay"), blocks_per_group=kw.get("blocks_per_group", 1),
-                                seed=kw.get("seed", 42), train_config=kw.get("train_config"), **contrastive)
+        history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1), **side,
+                                **contrastive)
     history = history + setup.trainer.fit(setup.stages)
     pseudo = None
     if self_training and self_training.get("texts"):
         st = dict(self_training)
-        rows, pseudo = self_train(setup.model, kw.get("blocks_per_group", 1), td.check_texts(train_texts, "train texts"),
-                                  setup.labels.encode(train_labels, "train labels"), st.pop("texts"),
-                                  layer_decay=kw.get("layer_decay"), bs=kw.get("bs", 32), seed=kw.get("seed", 42),
-                                  train_config=kw.get("train_config"), **st)
+        rows, pseudo = self_train(setup.model, setup.trainer.groups, texts, y, st.pop("texts"), bs=kw.get("bs", 32),
+                                  **side, **st)
         history = history + rows
     secs = time.time() - t0
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
