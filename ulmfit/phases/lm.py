@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.phases.common import DATA_ROOT, finish, last_metrics, lm_texts, log, stages_for, token_cache, world
 from ulmfit.phases.config import FinetuneLMConfig, PretrainConfig
 from ulmfit.phases.runs import read_run
+from ulmfit.phases.vectors import place_vectors, train_tokenizer
 from ulmfit.text.awd_lstm.hub_format import load_exported_lm
 from ulmfit.text.awd_lstm.lm_io import load_fastai_lm, load_lm, load_state, save_lm, transfer_vocab
 from ulmfit.text.awd_lstm.lm_train import lm_trainer, make_streams
@@ -34,6 +35,7 @@ class LMSetup:
     tokenizer: Any
     n_train_tokens: int
     out: Path
+    info: dict = field(default_factory=dict)  # what word vectors added, for the run's metrics
 
 
 def _lm_setup(cfg, model, tokenizer, train_texts, valid_texts, quiet: bool) -> LMSetup:
@@ -51,11 +53,13 @@ def _pretrain_setup(cfg: PretrainConfig, quiet: bool) -> LMSetup:
     stages_for(cfg.train, 4)  # a bad strategy / LR spec fails before any data is read
     train_texts, valid_texts = lm_texts(cfg.data, DATA_ROOT / "wikitext-2" / "train.txt")
     log(f"pretrain: {len(train_texts)} training and {len(valid_texts)} validation documents", quiet)
-    tk = cfg.tokenizer
-    tokenizer = TextTokenizer.train(train_texts, kind=tk.kind, min_freq=tk.min_freq, max_vocab=tk.max_vocab,
-                                    vocab_size=tk.vocab_size)
+    tokenizer, vectors = train_tokenizer(train_texts, cfg.tokenizer, cfg.model.vectors)
     model = AWDLSTMLanguageModel(awd_config(cfg.model, len(tokenizer)))
-    return _lm_setup(cfg, model, tokenizer, train_texts, valid_texts, quiet)
+    info = {} if vectors is None else place_vectors(model.encoder, tokenizer, vectors, cfg.model.vectors,
+                                                    cfg.train.seed, quiet)
+    s = _lm_setup(cfg, model, tokenizer, train_texts, valid_texts, quiet)
+    s.info.update(info)
+    return s
 
 
 def awd_config(m, vocab_size: int) -> AWDLSTMConfig:
@@ -74,6 +78,7 @@ def _lm_metrics(s: LMSetup, history: list[dict]) -> dict:
     m["train_tokens"] = s.n_train_tokens
     m["vocab_size"] = len(s.tokenizer)
     m["epochs"] = len(history)
+    m.update(s.info)
     return m
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.classifier import load_labelled
-from ulmfit.phases.common import finish, is_table, lm_texts, log
+from ulmfit.phases.common import finish, lm_texts, log, unlabelled_texts
 from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
-from ulmfit.text.data.readers import load_corpus
 from ulmfit.text.transformers.contrastive import finetune_contrastive
 from ulmfit.text.transformers.train import (finetune_transformer_lm, train_transformer_classifier,
                                             transformer_lr_find)
@@ -135,10 +134,7 @@ def _self_training(cfg: ClassifierConfig) -> dict | None:
     st = cfg.self_training
     if not st.texts:
         return None
-    cols = cfg.data.text_cols if is_table(st.texts) else None
-    texts = [t for t in load_corpus(st.texts, text_cols=cols) if t.strip()]
-    if not texts:
-        raise UlmfitError(f"classifier.self_training.texts {st.texts}: no text in it")
+    texts = unlabelled_texts(st.texts, cfg.data.text_cols, "classifier.self_training.texts")
     return dict(texts=texts, ratio=st.ratio, min_confidence=st.min_confidence, pool=st.pool, epochs=st.epochs,
                 lr=st.lr)
 
