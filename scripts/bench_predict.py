@@ -1,4 +1,4 @@
-"""Batch prediction speed of a trained AWD-LSTM classifier on IMDb test reviews (JSON lines).
+"""Batch prediction speed of a trained classifier (AWD-LSTM or transformers) on IMDb or SST-2 test texts (JSON lines).
 
     python scripts/bench_predict.py --model runs/cpu-small/classifier --n 2000 --bs 64
 
@@ -29,8 +29,8 @@ import torch
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def read_imdb(split: str, n: int) -> list[str]:
-    with open(DATA / "imdb" / f"{split}.csv", newline="", encoding="utf-8") as f:
+def read_imdb(split: str, n: int, dataset: str = "imdb") -> list[str]:
+    with open(DATA / dataset / f"{split}.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     step = max(1, len(rows) // n)  # both labels: the file is sorted neg then pos
     return [r["text"] for r in rows[::step][:n]]
@@ -56,26 +56,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,int8")
     ap.add_argument("--eval", help="labelled file: accuracy of each precision on it (needs --model)")
+    ap.add_argument("--docs", default="imdb", choices=["imdb", "sst2"],
+                    help="the documents: IMDb test reviews, or SST-2 test sentences (short)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     from ulmfit.phases import load_classifier
 
     base = load_classifier(args.model) if args.model else random_classifier(args.arch)
-    texts = read_imdb("test", args.n)
+    texts = read_imdb("test", args.n, args.docs)
     ref = None
     for precision in args.precisions.split(","):
+        if precision == "int8" and not hasattr(base, "int8"):
+            continue  # a transformers classifier: fp32 only
         clf = base.int8() if precision == "int8" else base
         clf.predict_proba(texts[:64], bs=64)  # warm-up
         for bs in (int(b) for b in args.bs.split(",")):
             t0 = time.perf_counter()
-            ids = clf.encode(texts)
+            # an AWD-LSTM classifier tokenizes in one call first; a transformers one inside predict_proba
+            ids = clf.encode(texts) if hasattr(clf, "encode") else None
             t_tok = time.perf_counter() - t0
-            probs = clf.predict_proba(None, bs=bs, ids=ids)
+            probs = clf.predict_proba(texts if ids is None else None, bs=bs, ids=ids)
             secs = time.perf_counter() - t0
             ref = probs if ref is None else ref
             row = {"measurement": "predict", "model": args.model or f"random-{args.arch}", "precision": precision,
-                   "docs": len(texts), "tokens": int(sum(len(i) for i in ids)), "bs": bs, "threads": args.threads,
+                   "docs": len(texts), "docs_from": args.docs,
+                   "tokens": None if ids is None else int(sum(len(i) for i in ids)), "bs": bs, "threads": args.threads,
                    "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
                    "docs_per_second": round(len(texts) / secs, 1),
                    "max_prob_diff_vs_first": float(np.abs(probs - ref).max()),

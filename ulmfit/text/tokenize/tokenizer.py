@@ -27,7 +27,7 @@ from ulmfit.text.tokenize import word_counts as W
 from ulmfit.text.tokenize.special import (BOS, EOS, PAD, SPECIAL_TOKENS, TK_MAJ, TK_REP, TK_UP, TK_WREP,
                                  UNK, UNK_ID, WREP_ID)
 
-KINDS = ("word", "unigram", "bpe")
+KINDS = ("word", "unigram", "bpe", "wordpiece")  # wordpiece: a transformers checkpoint's vocabulary (from_wordpiece)
 _BATCH = 2000
 _MARKERS = re.compile(r"\b(?:" + "|".join(SPECIAL_TOKENS) + r")\b")  # texts per Rust call in the streaming paths
 
@@ -88,6 +88,19 @@ class TextTokenizer:
             dup = next(s for i, s in enumerate(itos) if s in itos[:i])
             raise UlmfitError(f"vocab list has duplicate entry {dup!r}")
         return cls(_word_level(itos), "word", rules)
+
+    @classmethod
+    def from_wordpiece(cls, pieces: list[str], rules: R.RuleConfig | None = None) -> "TextTokenizer":
+        """A WordPiece tokenizer (BERT's: ``##`` continues a word) over ``pieces``, e.g. a
+        transformers checkpoint's vocabulary, after the special tokens; the rules' markers stay whole."""
+        itos = SPECIAL_TOKENS + [p for p in dict.fromkeys(pieces) if p not in SPECIAL_TOKENS]
+        tk = Tokenizer(models.WordPiece({w: i for i, w in enumerate(itos)}, unk_token=UNK,
+                                        continuing_subword_prefix="##"))
+        tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tk.decoder = decoders.WordPiece(prefix="##")
+        tk.add_special_tokens([AddedToken(s, single_word=True, normalized=False, lstrip=True, rstrip=True)
+                               for s in SPECIAL_TOKENS])
+        return cls(tk, "wordpiece", rules)
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, directory) -> Path:
@@ -242,6 +255,8 @@ class TextTokenizer:
             i += 1
         if self.kind == "word":
             return " ".join(out)
+        if self.kind == "wordpiece":
+            return " ".join(out).replace(" ##", "")
         return "".join(out).replace("▁", " ").replace("  ", " ").strip()
 
 

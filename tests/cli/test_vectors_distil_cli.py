@@ -59,6 +59,7 @@ def test_student_with_vectors_distils_the_teacher_and_beats_the_majority_class(t
     m = json.loads((out / "metrics.json").read_text())
     t = json.loads((t_out / "metrics.json").read_text())
     assert m["distil_texts"] == 1500 and 0 < m["teacher_train_accuracy"] <= 1
+    assert 100 < m["peak_rss_mb"] < 24 * 1024  # every run reports its peak memory
     assert m["vector_words"] == 10  # every word of the vectors file is in the vocabulary
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
     assert m["test_accuracy"] > majority + 0.2, (m, t["test_accuracy"])
