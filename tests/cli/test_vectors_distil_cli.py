@@ -44,7 +44,7 @@ def teacher(tmp_path_factory):
     labelled, unlabelled = _slices(tmp)
     out = tmp / "teacher"
     ulmfit("train-classifier", "-o", str(out), "-q",
-           *_sets(*SMALL, f"data.train={TREC}", f"data.test={DATA / 'trec6' / 'test.csv'}", "train.epochs=6"))
+           *_sets(*SMALL, f"data.train={TREC}", f"data.test={DATA / 'trec6' / 'test.csv'}", "data.max_items=3000"))
     return tmp, out, labelled, unlabelled
 
 
@@ -54,15 +54,15 @@ def test_student_with_vectors_distils_the_teacher_and_beats_the_majority_class(t
     out = tmp / "student"
     ulmfit("train-classifier", "-o", str(out), "-q", *_sets(
         *SMALL, f"data.train={labelled}", f"data.test={DATA / 'trec6' / 'test.csv'}",
-        f"distil.teacher={t_out}", f"distil.texts={unlabelled}", "distil.max_texts=1500",
+        f"distil.teacher={t_out}", f"distil.texts={unlabelled}", "distil.max_texts=1000",
         f"model.vectors.path={vec}", "model.vectors.min_freq=1"))
     m = json.loads((out / "metrics.json").read_text())
     t = json.loads((t_out / "metrics.json").read_text())
-    assert m["distil_texts"] == 1500 and 0 < m["teacher_train_accuracy"] <= 1
+    assert m["distil_texts"] == 1000 and 0 < m["teacher_train_accuracy"] <= 1
     assert 100 < m["peak_rss_mb"] < 24 * 1024  # every run reports its peak memory
     assert m["vector_words"] == 10  # every word of the vectors file is in the vocabulary
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
-    assert m["test_accuracy"] > majority + 0.2, (m, t["test_accuracy"])
+    assert m["test_accuracy"] > majority + 0.2, (m, t["test_accuracy"])  # 0.79 here, the teacher 0.828
     cfg = (out / "config.yaml").read_text()
     assert "teacher:" in cfg and "vectors:" in cfg
     # the student predicts on its own, without the teacher
