@@ -42,7 +42,7 @@ def place_vectors(encoder, tokenizer: TextTokenizer, vectors: WordVectors, vec, 
     with torch.no_grad():
         emb.weight.copy_(weight)
     if vec.freeze:
-        encoder.vector_hook = freeze_rows(emb, found.nonzero().squeeze(1), cols)
+        freeze_rows(emb, found.nonzero().squeeze(1), cols)  # the hook lives on the parameter
     n = int(found.sum())
     log(f"word vectors: {n:,} of {len(found):,} words have a {vectors.dim}-d vector ({vec.layout}"
         f"{', frozen' if vec.freeze else ''})", quiet)
