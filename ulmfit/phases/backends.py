@@ -148,6 +148,9 @@ def check_train_fields(cfg) -> None:
                           "teacher (distil.teacher), not its student")
     if dis is not None and dis.texts and not dis.teacher:
         raise UlmfitError("classifier.distil.texts are labelled by a teacher: set distil.teacher too")
+    if cfg.model.long_docs != "truncate" and b.name != "transformers":
+        raise UlmfitError("model.long_docs is for transformers classifiers; an AWD-LSTM classifier reads every "
+                          "token already (BPT3C)")
     st = getattr(cfg, "self_training", None)
     if st is not None and st.texts and b.name != "transformers":
         raise UlmfitError("classifier.self_training is for transformers backbones; leave its texts empty for an "

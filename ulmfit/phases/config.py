@@ -90,11 +90,20 @@ class ModelConfig:
     backwards: bool = False            # read every text reversed (the backward half of an ensemble)
     pooling: str = "cls"               # transformers classifier: cls | mean | max | concat
     layer_decay: float | None = None   # transformers: each lower group gets lr x layer_decay
-    max_length: int = 64               # transformers: tokens per text
+    max_length: int = 64               # transformers: tokens per text (per window with long_docs: windows)
+    # transformers classifier: truncate (a text's first max_length tokens) | windows (every window of
+    # max_length tokens; training sees each with its text's label, prediction averages their probabilities)
+    long_docs: str = "truncate"
     blocks_per_group: int = 1          # transformers: blocks in one layer group
     head_lr: float | None = None       # transformers: LR of stages that train the head alone
     # awd_lstm: pretrained word vectors for a new embedding (pretrain, or a classifier with no encoder)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
+
+    def __post_init__(self):
+        from ulmfit.text.transformers.data import LONG_DOCS
+
+        if self.long_docs not in LONG_DOCS:
+            raise UlmfitError(f"model.long_docs {self.long_docs!r} is not one of {', '.join(LONG_DOCS)}")
 
 
 @dataclass

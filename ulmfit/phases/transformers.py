@@ -118,10 +118,13 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         test.texts if test else None, names(test) if test else None,
         contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs),
         self_training=_self_training(cfg),
-        pooling=cfg.model.pooling, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
+        pooling=cfg.model.pooling, long_docs=cfg.model.long_docs, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
     what = (f"Fine-tuned `{src}` as a classifier ({cfg.model.pooling} pooling) on `{d.train}` "
             f"({len(data.train)} labelled texts), strategy `{t.strategy}`; the model is in `model/`.")
+    if cfg.model.long_docs == "windows":
+        what += (f" Long texts are read as windows of {cfg.model.max_length} tokens, each labelled as its text in "
+                 f"training; a text's probabilities are the mean over its windows.")
     run = dict(kind="classifier", backend="transformers", phase="classifier", parent=src, tokenizer="model")
     return finish(Path(cfg.out), cfg, run, "ulmfit train-classifier (transformers)", what, started, metrics,
                   res.history, quiet)
@@ -143,6 +146,7 @@ def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False
     data = load_labelled(cfg, multi_label=False)
     res = transformer_lr_find(_source(cfg.encoder, cfg), data.train.texts, [data.classes[i] for i in data.train.labels],
                               stage=0, start_lr=start_lr, end_lr=end_lr, num_it=num_it, pooling=cfg.model.pooling,
+                              long_docs=cfg.model.long_docs,
                               **trainer_kwargs(cfg, quiet))
     res.save(cfg.out)
     return res

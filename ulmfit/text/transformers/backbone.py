@@ -229,10 +229,11 @@ class TransformerClassifier(nn.Module):
     """A transformers sequence classifier taking one dict of tensors; `predict(texts)` on top."""
 
     def __init__(self, hf: nn.Module, tokenizer, labels: list, head: PoolingHead | None = None,
-                 max_length: int = 64):
+                 max_length: int = 64, long_docs: str = "truncate"):
         super().__init__()
         self.hf, self.head = hf, head
         self.tokenizer, self.labels, self.max_length = tokenizer, list(labels), max_length
+        self.long_docs = long_docs  # truncate | windows (a text's windows' probabilities are averaged)
 
     def forward(self, inputs: dict) -> torch.Tensor:
         if self.head is None:
@@ -240,26 +241,40 @@ class TransformerClassifier(nn.Module):
         out = self.hf(**inputs)
         return self.head(out.last_hidden_state, inputs["attention_mask"])
 
-    @torch.no_grad()
     def predict_proba(self, texts, bs: int = 64) -> torch.Tensor:
-        """Class probabilities (n, n_classes); texts are batched by length for speed."""
-        from ulmfit.text.transformers.data import check_texts
+        """Class probabilities (n, n_classes); inputs are batched by length for speed. With
+        `long_docs == "windows"` a text's probabilities are the mean over its windows of
+        `max_length` tokens (every token is read); else its first `max_length` tokens decide."""
+        win, doc = self.window_proba(texts, bs)
+        if len(doc) == len(texts):
+            return win
+        doc = torch.tensor(doc)
+        out = torch.zeros(len(texts), len(self.labels)).index_add_(0, doc, win)
+        return out / torch.bincount(doc, minlength=len(texts)).unsqueeze(1)
+
+    @torch.no_grad()
+    def window_proba(self, texts, bs: int = 64, long_docs: str | None = None) -> tuple[torch.Tensor, list]:
+        """Probabilities of every input row (a text, or each window of it) and the text each row
+        belongs to; a text's first row is its truncated reading."""
+        from transformers import DataCollatorWithPadding
+
+        from ulmfit.text.transformers.data import check_texts, encode
 
         texts = check_texts(texts, "predict")
+        pad = DataCollatorWithPadding(self.tokenizer)
+        rows, doc = encode(self.tokenizer, texts, self.max_length, long_docs or self.long_docs)
         was = self.training
         self.eval()
         dev = next(self.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty(len(texts), len(self.labels))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        win = torch.empty(len(rows), len(self.labels))
         for s in range(0, len(order), bs):
             idx = order[s:s + bs]
-            enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                 padding=True, return_tensors="pt")
-            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-            logits = self({k: enc[k].to(dev) for k in keys})
-            out[idx] = logits.float().softmax(-1).cpu()
+            enc = pad([rows[i] for i in idx])
+            logits = self({k: v.to(dev) for k, v in enc.items()})
+            win[idx] = logits.float().softmax(-1).cpu()
         self.train(was)
-        return out
+        return win, doc
 
     def predict(self, texts, bs: int = 64) -> list:
         """The predicted label (as given in the training labels) of every text."""
@@ -275,7 +290,7 @@ class TransformerClassifier(nn.Module):
         self.hf.config.label2id = {str(v): i for i, v in enumerate(self.labels)}
         self.hf.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
-        meta = {"labels": self.labels, "max_length": self.max_length, "pooling": "cls"}
+        meta = {"labels": self.labels, "max_length": self.max_length, "long_docs": self.long_docs, "pooling": "cls"}
         if self.head is not None:
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
             meta.update(pooling=self.head.pooling, summary=self.head.summary,
@@ -285,7 +300,7 @@ class TransformerClassifier(nn.Module):
 
 
 def build_classifier(name_or_path, labels: list, pooling: str = "cls", dropout: float = 0.1,
-                     max_length: int = 64, tokenizer=None) -> TransformerClassifier:
+                     max_length: int = 64, tokenizer=None, long_docs: str = "truncate") -> TransformerClassifier:
     """A fresh classifier on a pretrained (or LM-fine-tuned) checkpoint."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
@@ -300,11 +315,11 @@ def build_classifier(name_or_path, labels: list, pooling: str = "cls", dropout: 
                               label2id={str(v): i for i, v in enumerate(labels)})
         if hf.config.pad_token_id is None:
             hf.config.pad_token_id = tok.pad_token_id
-        return TransformerClassifier(hf, tok, labels, None, max_length)
+        return TransformerClassifier(hf, tok, labels, None, max_length, long_docs)
     hf = from_pretrained(AutoModel, name_or_path, "model")
     summary = "last" if _is_decoder(config) else "first"
     head = PoolingHead(config.hidden_size, n, pooling, dropout, summary)
-    return TransformerClassifier(hf, tok, labels, head, max_length)
+    return TransformerClassifier(hf, tok, labels, head, max_length, long_docs)
 
 
 def _is_decoder(config) -> bool:
@@ -325,10 +340,11 @@ def load_transformer_classifier(path) -> TransformerClassifier:
         raise UlmfitError(f"{path} is not a ulmfit transformers classifier folder: {HEAD_CONFIG} is missing")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     tok = load_tokenizer(path)
+    long_docs = meta.get("long_docs", "truncate")  # folders written before windows existed truncate
     if meta["pooling"] == "cls":
         hf = from_pretrained(AutoModelForSequenceClassification, path, "model")
-        return TransformerClassifier(hf, tok, meta["labels"], None, meta["max_length"])
+        return TransformerClassifier(hf, tok, meta["labels"], None, meta["max_length"], long_docs)
     hf = from_pretrained(AutoModel, path, "model")
     head = PoolingHead(meta["hidden"], len(meta["labels"]), meta["pooling"], meta["dropout"], meta["summary"])
     head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
-    return TransformerClassifier(hf, tok, meta["labels"], head, meta["max_length"])
+    return TransformerClassifier(hf, tok, meta["labels"], head, meta["max_length"], long_docs)

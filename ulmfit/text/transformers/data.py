@@ -64,20 +64,42 @@ def _plain(x):
     return x.item() if hasattr(x, "item") else x
 
 
-class Encoded(Dataset):
-    """Token ids (and optional integer labels) of a list of texts."""
+LONG_DOCS = ("truncate", "windows")
 
-    def __init__(self, tokenizer, texts: list[str], max_length: int, labels: list[int] | None = None):
-        if max_length < 2:
-            raise UlmfitError(f"max_length must be >= 2, got {max_length}")
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        self.rows = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+def encode(tokenizer, texts: list[str], max_length: int, long_docs: str = "truncate"):
+    """Token ids of `texts` as rows of dicts, and the text each row comes from.
+
+    `truncate`: one row per text, its first `max_length` tokens. `windows`: a long text becomes
+    consecutive windows of `max_length` tokens (each with the checkpoint's special tokens), so
+    nothing is cut; several rows then share one text index."""
+    if max_length < 2:
+        raise UlmfitError(f"max_length must be >= 2, got {max_length}")
+    if long_docs not in LONG_DOCS:
+        raise UlmfitError(f"long_docs {long_docs!r} is not one of {', '.join(LONG_DOCS)}")
+    windows = long_docs == "windows"
+    if windows and not getattr(tokenizer, "is_fast", False):
+        raise UlmfitError("long_docs: windows needs a fast (Rust) tokenizer; this checkpoint's is a slow one")
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=windows)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    n = len(enc["input_ids"])
+    rows = [{k: enc[k][i] for k in keys} for i in range(n)]
+    doc = list(enc["overflow_to_sample_mapping"]) if windows else list(range(n))
+    return rows, doc
+
+
+class Encoded(Dataset):
+    """Token ids (and optional integer labels) of a list of texts; with `long_docs="windows"` one
+    row per window, each carrying its text's label (`doc[i]` is row i's text)."""
+
+    def __init__(self, tokenizer, texts: list[str], max_length: int, labels: list[int] | None = None,
+                 long_docs: str = "truncate"):
+        self.rows, self.doc = encode(tokenizer, texts, max_length, long_docs)
         if labels is not None:
             if len(labels) != len(texts):
                 raise UlmfitError(f"{len(texts)} texts but {len(labels)} labels")
-            for r, y in zip(self.rows, labels):
-                r["labels"] = int(y)
+            for r, d in zip(self.rows, self.doc):
+                r["labels"] = int(labels[d])
 
     def __len__(self):
         return len(self.rows)
@@ -122,10 +144,10 @@ def length_batched_loader(ds: "Encoded", bs: int, shuffle: bool, seed: int, coll
 
 
 def classification_loader(tokenizer, texts, labels, max_length: int, bs: int, shuffle: bool,
-                          seed: int = 42) -> DataLoader:
+                          seed: int = 42, long_docs: str = "truncate") -> DataLoader:
     from transformers import DataCollatorWithPadding
 
-    ds = Encoded(tokenizer, texts, max_length, labels)
+    ds = Encoded(tokenizer, texts, max_length, labels, long_docs)
     return length_batched_loader(ds, bs, shuffle, seed, DataCollatorWithPadding(tokenizer))
 
 
@@ -166,3 +188,13 @@ def macro_f1(preds: np.ndarray, targets: np.ndarray) -> float:
 
 
 METRICS = {"accuracy": accuracy, "macro_f1": macro_f1}
+
+
+def text_metrics(probs: torch.Tensor, targets: Sequence[int], prefix: str) -> dict:
+    """Loss (mean negative log-probability of the true class) and METRICS from per-text probabilities."""
+    t = torch.as_tensor(list(targets))
+    p = probs.float().clamp_min(1e-12)
+    out = {f"{prefix}_loss": float(-p[torch.arange(len(t)), t].log().mean())}
+    preds = p.argmax(-1).numpy()
+    out.update({f"{prefix}_{k}": fn(preds, t.numpy()) for k, fn in METRICS.items()})
+    return out

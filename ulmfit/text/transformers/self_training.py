@@ -51,7 +51,8 @@ def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, rati
     rows, pseudo = pick_confident(probs, quota, min_confidence)
     all_texts = list(texts) + [pool_texts[i] for i in rows]
     all_labels = list(label_ids) + pseudo.tolist()
-    loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed)
+    loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed,
+                                      model.long_docs)
     trainer = Trainer(model, groups, torch.nn.functional.cross_entropy, loader, None, side_config(train_config, seed),
                       Hooks(split_batch=td.split_batch))
     history = trainer.fit([all_groups_stage(epochs, lr, layer_decay, "self-training")])

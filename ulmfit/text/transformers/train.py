@@ -157,22 +157,25 @@ def build_classifier_trainer(model_path, train_texts, train_labels, valid_texts=
                              max_length: int = 64, bs: int = 32, weight_decay: float = 0.01,
                              clip: float = 1.0, seed: int = 42, out_dir=None, max_steps_per_epoch=None,
                              mixed_precision: str = "no", progress: bool = False,
-                             train_config: TrainConfig | None = None) -> ClassifierSetup:
-    """Model, layer groups, loaders, core `Trainer` and stages for a transformers classifier."""
+                             train_config: TrainConfig | None = None, long_docs: str = "truncate") -> ClassifierSetup:
+    """Model, layer groups, loaders, core `Trainer` and stages for a transformers classifier.
+
+    `long_docs="windows"` trains on every `max_length`-token window of a text, each with the text's
+    label; the per-epoch validation figures are then per window, the final ones per text."""
     import torch
 
     set_seed(seed)
     train_texts = td.check_texts(train_texts, "train texts")
     labels = td.LabelMap(train_labels)
     y = labels.encode(train_labels, "train labels")
-    model = build_classifier(model_path, labels.names, pooling, dropout, max_length)
+    model = build_classifier(model_path, labels.names, pooling, dropout, max_length, long_docs=long_docs)
     groups = layer_groups(model, blocks_per_group)
-    train = td.classification_loader(model.tokenizer, train_texts, y, max_length, bs, True, seed)
+    train = td.classification_loader(model.tokenizer, train_texts, y, max_length, bs, True, seed, long_docs)
     valid = None
     if valid_texts is not None:
         vt = td.check_texts(valid_texts, "valid texts")
         valid = td.classification_loader(model.tokenizer, vt, labels.encode(valid_labels, "valid labels"),
-                                          max_length, bs * 2, False)
+                                          max_length, bs * 2, False, long_docs=long_docs)
     trainer = Trainer(model, groups, torch.nn.functional.cross_entropy, train, valid,
                       train_config or _config(seed, weight_decay, clip, max_steps_per_epoch, mixed_precision,
                                               progress),
@@ -227,13 +230,20 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         history = history + rows
     secs = time.time() - t0
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
-    if pseudo is not None and setup.trainer.valid_loader is not None:
+    windows = setup.model.long_docs == "windows"
+    if windows and valid_texts is not None:  # per text, as predict answers
+        metrics.update(td.text_metrics(setup.model.predict_proba(valid_texts),
+                                       setup.labels.encode(valid_labels, "valid labels"), "valid"))
+    elif pseudo is not None and setup.trainer.valid_loader is not None:
         metrics.update(setup.trainer.evaluate(prefix="valid"))
     if test_texts is not None:
         tt = td.check_texts(test_texts, "test texts")
-        loader = td.classification_loader(setup.model.tokenizer, tt, setup.labels.encode(test_labels, "test labels"),
-                                          setup.model.max_length, 64, False)
-        metrics.update(setup.trainer.evaluate(loader, prefix="test", full_precision=True))  # as `evaluate` will
+        ty = setup.labels.encode(test_labels, "test labels")
+        if windows:
+            metrics.update(td.text_metrics(setup.model.predict_proba(tt), ty, "test"))
+        else:
+            loader = td.classification_loader(setup.model.tokenizer, tt, ty, setup.model.max_length, 64, False)
+            metrics.update(setup.trainer.evaluate(loader, prefix="test", full_precision=True))  # as `evaluate` will
     metrics["train_seconds"] = secs
     if pseudo is not None:
         metrics["pseudo_labelled"] = pseudo
