@@ -210,6 +210,15 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
+    def _share_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank before evaluating: DDP copies
+        them only before a training forward, so after the last step each rank holds its own batch's
+        update, and rank 1 would score a model slightly unlike the one rank 0 saves."""
+        import torch.distributed as dist
+
+        for b in self.model.buffers():
+            dist.broadcast(b.data, src=0)
+
     def evaluate(self, loader=None, prefix: str = "valid", full_precision: bool = False) -> dict:
         """Loss and metrics over ``loader`` (default: the validation loader). ``full_precision``
         runs outside autocast, as a saved model is evaluated later (final test figures)."""
@@ -217,6 +226,8 @@ class Trainer:
         if loader is None:
             return {}
         acc = self.accelerator
+        if acc.num_processes > 1:
+            self._share_buffers()
         self.model.eval()
         if self.hooks.on_eval_start:
             self.hooks.on_eval_start(self.model)
