@@ -9,6 +9,8 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   which has `setfit==1.2.0` installed; see docs/results.md#few-shot-against-setfit).
 - `ulmfit`: `configs/fewshot-minilm.yaml` (or `--recipe`) through the CLI: phase 2 (SimCSE on the
   data set's training texts, labels unused) once per data set, then phase 3 per draw.
+  `ulmfit_pairs`: the same recipe with SetFit's pair objective as its contrastive stage (`PAIRS`);
+  `ulmfit_pairs_head`: that, then the head alone for 10 epochs (no unfreezing after the pairs).
 - `trainer`: the plain transformers `Trainer` peer (scripts/bench_peer_trainer.py settings:
   full fine-tuning, lr 5e-5, 4 epochs, batch 32) on the same CSV.
 
@@ -61,6 +63,11 @@ gold = [classes.index(v) for v in te.label.astype(str)]
 print(json.dumps({"accuracy": accuracy_score(gold, pred), "macro_f1": f1_score(gold, pred, average="macro"),
                   "train_s": secs}))
 '''
+
+
+# the recipe with SetFit's pair objective as its contrastive stage (1 pass over 20 pairs per example
+# at SetFit's body LR, one LR for every layer) instead of the supervised contrastive loss
+PAIRS = ["contrastive.loss=pairs", "contrastive.epochs=1", "contrastive.lr=2e-5", "contrastive.layer_decay=1.0"]
 
 
 def minilm() -> str:
@@ -218,7 +225,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tools", nargs="+", default=["setfit", "ulmfit", "trainer"],
-                    help="setfit, ulmfit, ulmfit_no_phase2, ulmfit_no_contrastive, ulmfit_full, trainer")
+                    help="setfit, ulmfit, ulmfit_pairs, ulmfit_pairs_head, ulmfit_no_phase2, ulmfit_no_contrastive, "
+                         "ulmfit_full, trainer")
     ap.add_argument("--setfit-python", default=None, help="a Python with setfit==1.2.0 (without it: no setfit rows)")
     ap.add_argument("--recipe", default=str(ROOT / "configs" / "fewshot-minilm.yaml"))
     ap.add_argument("--lm-seed", type=int, default=42, help="seed of the one phase-2 run per data set")
@@ -253,6 +261,8 @@ def main(argv=None) -> dict:
                         if tool != "ulmfit_no_phase2" and lm is None:
                             lm, lm_s = lms[ds] = phase2(args, data, ds, out)
                         extra = {"ulmfit_no_contrastive": ["contrastive.epochs=0"],
+                                 "ulmfit_pairs": PAIRS,
+                                 "ulmfit_pairs_head": PAIRS + ["train.strategy=head_only", "train.epochs=10"],
                                  "ulmfit_full": ["train.strategy=full", "train.epochs=24"]}.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,
                                          run_dir, extra)

@@ -46,6 +46,7 @@ def main() -> None:
     from bench_predict import cpu_name
     from ulmfit.phases.sampling import subsample
     from ulmfit.text.data.readers import Split
+    from ulmfit.text.transformers.backbone import mean_by_text
     from ulmfit.text.transformers.data import text_metrics
     from ulmfit.text.transformers.text_classifier import TransformersTextClassifier
 
@@ -67,7 +68,7 @@ def main() -> None:
     doc = torch.tensor(doc)
     counts = torch.bincount(doc, minlength=len(texts))
     first = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])  # rows are grouped by text
-    mean = torch.zeros(len(texts), win.shape[1]).index_add_(0, doc, win) / counts.unsqueeze(1)
+    mean = mean_by_text(win, doc, len(texts))
     out = {"model": str(folder), "test": args.test, "docs": len(texts), "max_length": model.max_length,
            "longer_than_one_window": int((counts > 1).sum()), "windows_per_doc": round(float(counts.float().mean()), 3),
            "max_windows": int(counts.max()), "seconds": round(secs, 1), "docs_per_second": round(len(texts) / secs, 2),

@@ -161,7 +161,10 @@ def _umask() -> int:
 def _train(out: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "cli.main", "train-classifier", "--set", f"data.train={TREC}", *SMALL,
             "--set", "train.epochs=[1, 1, 1, 5]", "-o", str(out), *extra]
-    return subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT: give the
+    # child the default action so it installs its Ctrl-C handler however the tests were launched
+    return subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes_to_the_same_weights(tmp_path):

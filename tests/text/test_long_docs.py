@@ -15,7 +15,9 @@ transformers.logging.set_verbosity_error()
 
 from transformers_helpers import word_gpt2  # noqa: E402
 from ulmfit.errors import UlmfitError  # noqa: E402
-from ulmfit.text.transformers.backbone import build_classifier, load_transformer_classifier  # noqa: E402
+from ulmfit.text.transformers.backbone import (  # noqa: E402
+    build_classifier, load_transformer_classifier, mean_by_text,
+)
 from ulmfit.text.transformers.data import encode, text_metrics  # noqa: E402
 from ulmfit.text.transformers.train import train_transformer_classifier  # noqa: E402
 
@@ -112,3 +114,9 @@ def test_long_docs_config_checks():
     with pytest.raises(UlmfitError, match="long_docs is for transformers"):
         check_train_fields(cfg)
     check_train_fields(ClassifierConfig(model=ModelConfig(type="transformers", long_docs="windows")))
+
+
+def test_mean_by_text_averages_each_texts_windows():
+    win = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8], [0.6, 0.4]])
+    got = mean_by_text(win, [0, 0, 1, 2], 3)
+    assert torch.allclose(got, torch.tensor([[0.5, 0.5], [0.2, 0.8], [0.6, 0.4]]))

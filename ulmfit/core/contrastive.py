@@ -8,8 +8,11 @@
   Contrastive Learning", eq. 2, L_out): for each anchor, the mean over its positives (the other
   rows with its label) of -log softmax over all other rows. Anchors without a positive in the
   batch are left out of the mean.
+- `cosine_pairs(a, b, target)`: the mean of (cos(a_i, b_i) - target_i)^2, target 1 for a pair of
+  one class and 0 otherwise: sentence-transformers' CosineSimilarityLoss (Reimers & Gurevych 2019),
+  the objective SetFit (Tunstall et al. 2022) trains its body with on sampled pairs.
 
-Both take raw embeddings and normalise them here, so the similarity is the cosine.
+All take raw embeddings and normalise them here, so the similarity is the cosine.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ def sup_con(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> 
     return per_anchor.mean()
 
 
+def cosine_pairs(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over i of (cos(a_i, b_i) - target_i)^2."""
+    if a.shape != b.shape or a.ndim != 2 or target.shape != a.shape[:1]:
+        raise ValueError(f"cosine_pairs needs two (n, d) tensors and n targets, got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)} and {tuple(target.shape)}")
+    cos = F.cosine_similarity(a.float(), b.float(), dim=-1)
+    return F.mse_loss(cos, target.float())
+
+
 def two_view_info_nce(temperature: float = 0.05):
     """A trainer loss for a batch whose second half repeats its first half (two dropout views)."""
 
@@ -58,5 +70,15 @@ def sup_con_loss(temperature: float = 0.1):
 
     def loss(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sup_con(emb, labels, temperature)
+
+    return loss
+
+
+def cosine_pair_loss():
+    """A trainer loss for a batch whose row i and row i + n are a pair with target `targets[i]`."""
+
+    def loss(emb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        half = emb.shape[0] // 2
+        return cosine_pairs(emb[:half], emb[half:], targets)
 
     return loss

@@ -108,12 +108,22 @@ class ModelConfig:
 
 @dataclass
 class ContrastiveConfig:
-    RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False)}
+    RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False),
+              "pairs_per_example": AT_LEAST_1, "layer_decay": (0, False, 1, True)}
 
-    epochs: float = 0                  # passes over the labelled texts (0: no contrastive stage)
-    lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
-    temperature: float = 0.1           # softmax temperature of the cosine similarities
-    bs: int = 16                       # labelled texts per batch (each is seen twice, as two dropout views)
+    epochs: float = 0                  # passes over the labelled texts, or over the drawn pairs (0: no stage)
+    lr: float = 5.0e-5                 # top group's LR (lower groups follow layer_decay)
+    layer_decay: float | None = None   # each lower group's LR x this (None: model.layer_decay; 1: one LR for all)
+    loss: str = "supcon"               # supcon: Khosla et al. on two dropout views; pairs: SetFit's cosine pairs
+    temperature: float = 0.1           # supcon: softmax temperature of the cosine similarities
+    bs: int = 16                       # supcon: texts per batch (each seen twice); pairs: pairs per batch
+    pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
+
+    def __post_init__(self):
+        from ulmfit.text.transformers.contrastive import CONTRASTIVE_LOSSES
+
+        if self.loss not in CONTRASTIVE_LOSSES:
+            raise UlmfitError(f"contrastive.loss {self.loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
 
 
 @dataclass

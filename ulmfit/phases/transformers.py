@@ -116,7 +116,8 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
     res = train_transformer_classifier(
         src, data.train.texts, names(data.train), valid.texts if valid else None, names(valid) if valid else None,
         test.texts if test else None, names(test) if test else None,
-        contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs),
+        contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs, loss=con.loss,
+                         pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay),
         self_training=_self_training(cfg),
         pooling=cfg.model.pooling, long_docs=cfg.model.long_docs, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))

@@ -225,6 +225,13 @@ class PoolingHead(nn.Module):
         return self.out(self.drop(x))
 
 
+def mean_by_text(win: torch.Tensor, doc, n_texts: int) -> torch.Tensor:
+    """(n_texts, n_classes): the mean of the window rows `win` of each text (`doc[i]`: row i's text)."""
+    doc = torch.as_tensor(doc)
+    out = torch.zeros(n_texts, win.shape[1], dtype=win.dtype).index_add_(0, doc, win)
+    return out / torch.bincount(doc, minlength=n_texts).unsqueeze(1).to(win.dtype)
+
+
 class TransformerClassifier(nn.Module):
     """A transformers sequence classifier taking one dict of tensors; `predict(texts)` on top."""
 
@@ -248,9 +255,7 @@ class TransformerClassifier(nn.Module):
         win, doc = self.window_proba(texts, bs)
         if len(doc) == len(texts):
             return win
-        doc = torch.tensor(doc)
-        out = torch.zeros(len(texts), len(self.labels)).index_add_(0, doc, win)
-        return out / torch.bincount(doc, minlength=len(texts)).unsqueeze(1)
+        return mean_by_text(win, doc, len(texts))
 
     @torch.no_grad()
     def window_proba(self, texts, bs: int = 64, long_docs: str | None = None) -> tuple[torch.Tensor, list]:

@@ -6,11 +6,13 @@
   moves the encoder towards the domain without an LM head, which a sentence-transformers
   checkpoint does not ship (masked-LM fine-tuning would start one from noise). Saves an ordinary
   transformers folder that phase 3 takes as its encoder; checkpoints every epoch and resumes.
-- `sup_con_stage`: the supervised contrastive stage of phase 3, run before the head is trained:
-  the labelled texts, each twice (two dropout views), under Khosla et al.'s loss
+- `sup_con_stage`: the supervised contrastive stage of phase 3, run before the head is trained.
+  `loss="supcon"`: the labelled texts, each twice (two dropout views), under Khosla et al.'s loss
   (`core.contrastive.sup_con`), so every example has at least its own second view as a positive
-  (a class with a single example still trains). SetFit (Tunstall et al. 2022) gets its edge from
-  this step with sampled pairs; a batch-wise loss sees every pair of the batch at once.
+  (a class with a single example still trains); a batch-wise loss sees every pair of the batch at
+  once. `loss="pairs"`: SetFit's objective (Tunstall et al. 2022): for every example,
+  `pairs_per_example` partners of its class (target cosine 1) and as many of other classes
+  (target 0), drawn with the seed (`draw_pairs`), under `core.contrastive.cosine_pairs`.
 
 Both run on the core trainer with the model's layer groups, layer decay and a schedule.
 """
@@ -24,9 +26,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ulmfit.core import Hooks, Stage, TrainConfig, Trainer, set_seed
-from ulmfit.core.contrastive import sup_con_loss, two_view_info_nce
+from ulmfit.core.contrastive import cosine_pair_loss, sup_con_loss, two_view_info_nce
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.backbone import from_pretrained, layer_groups, load_tokenizer, resolve_lr_factor
@@ -71,6 +74,67 @@ def split_views(batch):
 def two_view_loader(tokenizer, texts, labels, max_length: int, bs: int, shuffle: bool, seed: int):
     ds = td.Encoded(tokenizer, texts, max_length, labels)
     return td.length_batched_loader(ds, bs, shuffle, seed, TwoViews(tokenizer))
+
+
+def draw_pairs(label_ids, per_example: int, seed: int) -> list[tuple[int, int, float]]:
+    """(i, j, target) rows: for every example i, `per_example` partners j of its class (another
+    example where the class has one; target 1.0) and `per_example` of other classes (target 0.0),
+    drawn at random with `seed`, in a shuffled order."""
+    import numpy as np
+
+    if per_example < 1:
+        raise UlmfitError(f"pairs_per_example must be at least 1, got {per_example}")
+    y = np.asarray(list(label_ids))
+    if len(set(y.tolist())) < 2:
+        raise UlmfitError("contrastive pairs need at least 2 classes among the labelled texts")
+    rng = np.random.default_rng(seed)
+    same = {c: np.flatnonzero(y == c) for c in set(y.tolist())}
+    other = {c: np.flatnonzero(y != c) for c in same}
+    rows = []
+    for _ in range(per_example):
+        for i, c in enumerate(y.tolist()):
+            pos = same[c][same[c] != i] if len(same[c]) > 1 else same[c]
+            rows.append((i, int(rng.choice(pos)), 1.0))
+            rows.append((i, int(rng.choice(other[c])), 0.0))
+    return [rows[k] for k in rng.permutation(len(rows))]
+
+
+class PairRows(Dataset):
+    """Rows (token ids of text i, of text j, target) of `draw_pairs`' pairs."""
+
+    def __init__(self, encoded: "td.Encoded", pairs):
+        self.encoded, self.pairs = encoded, pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, k):
+        i, j, target = self.pairs[k]
+        return self.encoded[i], self.encoded[j], target
+
+
+class PairCollate:
+    """Pad a batch of pairs as one: rows 0..n-1 the first texts, n..2n-1 their partners; `labels`
+    the targets."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, rows):
+        batch = self.pad([a for a, _, _ in rows] + [b for _, b, _ in rows])
+        batch["labels"] = torch.tensor([t for _, _, t in rows], dtype=torch.float32)
+        return batch
+
+
+def pair_loader(tokenizer, texts, label_ids, max_length: int, bs: int, per_example: int, seed: int):
+    from torch.utils.data import DataLoader
+
+    enc = td.Encoded(tokenizer, texts, max_length)
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(PairRows(enc, draw_pairs(label_ids, per_example, seed)), batch_size=bs, shuffle=True,
+                      generator=g, collate_fn=PairCollate(tokenizer))
 
 
 def all_groups_stage(epochs, lr, layer_decay, name: str, schedule: str = "linear", schedule_args=None) -> Stage:
@@ -132,10 +196,17 @@ def finetune_contrastive(model_path, texts, out_dir, *, valid_texts=None, epochs
 
 
 # ---- phase 3's first stage ------------------------------------------------------------------
+CONTRASTIVE_LOSSES = ("supcon", "pairs")
+
+
 def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, layer_decay=None,
-                  temperature: float = 0.1, bs: int = 32, schedule: str = "linear", schedule_args=None,
-                  blocks_per_group: int = 1, seed: int = 42, train_config: TrainConfig | None = None) -> list[dict]:
-    """Train `classifier`'s encoder in place with the supervised contrastive loss; its history rows."""
+                  temperature: float = 0.1, bs: int = 32, loss: str = "supcon", pairs_per_example: int = 20,
+                  schedule: str = "linear", schedule_args=None, blocks_per_group: int = 1, seed: int = 42,
+                  train_config: TrainConfig | None = None) -> list[dict]:
+    """Train `classifier`'s encoder in place with a supervised contrastive loss (`loss`, see the
+    module's docstring); its history rows. With `pairs`, an epoch is one pass over the drawn pairs."""
+    if loss not in CONTRASTIVE_LOSSES:
+        raise UlmfitError(f"contrastive loss {loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
     counts = {}
     for y in label_ids:
         counts[y] = counts.get(y, 0) + 1
@@ -148,8 +219,14 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     set_seed(seed)
     model = SentenceEmbedder(base_encoder(classifier.hf))
     groups = layer_groups(model, blocks_per_group)
-    loader = two_view_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length,
-                             max(2, bs), True, seed)
-    trainer = Trainer(model, groups, sup_con_loss(temperature), loader, None, side_config(train_config, seed),
+    if loss == "pairs":
+        loader = pair_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length, bs,
+                             pairs_per_example, seed)
+        objective = cosine_pair_loss()
+    else:
+        loader = two_view_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length,
+                                 max(2, bs), True, seed)
+        objective = sup_con_loss(temperature)
+    trainer = Trainer(model, groups, objective, loader, None, side_config(train_config, seed),
                       Hooks(split_batch=split_views))
     return trainer.fit([all_groups_stage(epochs, lr, layer_decay, "contrastive", schedule, schedule_args)])

@@ -206,9 +206,9 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
                                  self_training: dict | None = None, **kw) -> ClassifierResult:
     """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
 
-    `contrastive` (optional: epochs, lr, temperature, bs) first trains the encoder with the
-    supervised contrastive loss on the labelled texts (`contrastive.sup_con_stage`), then the
-    strategy's stages train the head and unfreeze as usual. `self_training` (optional: texts, and
+    `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay)
+    first trains the encoder with a supervised contrastive loss on the labelled texts
+    (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's stages train the head and unfreeze as usual. `self_training` (optional: texts, and
     `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them.
     `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
@@ -219,8 +219,10 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     t0 = time.time()
     history = []
     if contrastive and contrastive.get("epochs"):
-        history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1), **side,
-                                **contrastive)
+        con = dict(contrastive)
+        own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
+        history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
+                                **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
     history = history + setup.trainer.fit(setup.stages)
     pseudo = None
     if self_training and self_training.get("texts"):
