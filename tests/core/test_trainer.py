@@ -167,6 +167,20 @@ def test_nan_loss_is_a_clear_error():
         t.fit(build_strategy("full", 3, epochs=1, lr=1e-2))
 
 
+def test_evaluate_builds_no_autograd_graph():
+    t = make_trainer()
+    seen = []
+    loss_fn = t.loss_fn
+
+    def recording(out, y):
+        seen.append(torch.is_grad_enabled())
+        return loss_fn(out, y)
+
+    t.loss_fn = recording
+    assert "valid_loss" in t.evaluate()
+    assert seen and not any(seen)
+
+
 def test_early_stopping():
     t = make_trainer(early_stopping_patience=0)
     # an LR of zero never improves after the first epoch

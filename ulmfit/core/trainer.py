@@ -219,6 +219,7 @@ class Trainer:
         for b in self.model.buffers():
             dist.broadcast(b.data, src=0)
 
+    @torch.no_grad()
     def evaluate(self, loader=None, prefix: str = "valid", full_precision: bool = False) -> dict:
         """Loss and metrics over ``loader`` (default: the validation loader). ``full_precision``
         runs outside autocast, as a saved model is evaluated later (final test figures)."""
