@@ -1,6 +1,6 @@
 """The few-shot recipe through the CLI (issue #22): SimCSE on unlabelled text, a contrastive stage
-on pairs of the labelled rows, then the head and gradual unfreezing, on 8 TREC-6 questions per class; and its
-bad input (an empty unlabelled file, a bad per-class count)."""
+on pairs of the labelled rows, then the head and gradual unfreezing, on 8 TREC-6 questions per
+class; and its bad input (an empty unlabelled file, a bad per-class count, an unknown loss)."""
 
 import importlib.util
 import json

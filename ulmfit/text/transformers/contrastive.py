@@ -207,6 +207,7 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     module's docstring); its history rows. With `pairs`, an epoch is one pass over the drawn pairs."""
     if loss not in CONTRASTIVE_LOSSES:
         raise UlmfitError(f"contrastive loss {loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
+    texts, label_ids, tok = list(texts), list(label_ids), classifier.tokenizer
     counts = {}
     for y in label_ids:
         counts[y] = counts.get(y, 0) + 1
@@ -220,12 +221,10 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     model = SentenceEmbedder(base_encoder(classifier.hf))
     groups = layer_groups(model, blocks_per_group)
     if loss == "pairs":
-        loader = pair_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length, bs,
-                             pairs_per_example, seed)
+        loader = pair_loader(tok, texts, label_ids, classifier.max_length, bs, pairs_per_example, seed)
         objective = cosine_pair_loss()
     else:
-        loader = two_view_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length,
-                                 max(2, bs), True, seed)
+        loader = two_view_loader(tok, texts, label_ids, classifier.max_length, max(2, bs), True, seed)
         objective = sup_con_loss(temperature)
     trainer = Trainer(model, groups, objective, loader, None, side_config(train_config, seed),
                       Hooks(split_batch=split_views))

@@ -208,7 +208,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
 
     `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay)
     first trains the encoder with a supervised contrastive loss on the labelled texts
-    (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's stages train the head and unfreeze as usual. `self_training` (optional: texts, and
+    (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
+    stages train the head and unfreeze as usual. `self_training` (optional: texts, and
     `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them.
     `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
