@@ -10,7 +10,9 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
 - `ulmfit`: `configs/fewshot-minilm.yaml` (or `--recipe`) through the CLI: phase 2 (SimCSE on the
   data set's training texts, labels unused) once per data set, then phase 3 per draw.
   `ulmfit_pairs`: the same recipe with SetFit's pair objective as its contrastive stage (`PAIRS`);
-  `ulmfit_pairs_head`: that, then the head alone for 10 epochs (no unfreezing after the pairs).
+  `ulmfit_pairs_head`: that, then the head alone for 10 epochs (no unfreezing after the pairs);
+  `ulmfit_self_train`: the recipe, then self-training on the data set's training texts (labels
+  unused; `classifier.self_training`).
 - `trainer`: the plain transformers `Trainer` peer (scripts/bench_peer_trainer.py settings:
   full fine-tuning, lr 5e-5, 4 epochs, batch 32) on the same CSV.
 
@@ -142,7 +144,7 @@ def phase2(args, data: Path, ds: str, out: Path) -> tuple[Path, float]:
 
 def run_ulmfit(args, csv_path: Path, test: Path, seed: int, lm: Path | None, run_dir: Path, extra=()) -> dict:
     sets = [f"data.train={csv_path}", f"data.test={test}", "data.train_size=null", "data.valid_pct=0",
-            f"train.seed={seed}", *extra]
+            f"train.seed={seed}", *extra, *getattr(args, "overrides", [])]
     cmd = ["train-classifier", "-c", args.recipe, "-o", str(run_dir), "-q", "--force"]
     if lm is not None:
         cmd += ["--encoder", str(lm)]
@@ -225,13 +227,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tools", nargs="+", default=["setfit", "ulmfit", "trainer"],
-                    help="setfit, ulmfit, ulmfit_pairs, ulmfit_pairs_head, ulmfit_no_phase2, ulmfit_no_contrastive, "
-                         "ulmfit_full, trainer")
+                    help="setfit, ulmfit, ulmfit_pairs, ulmfit_pairs_head, ulmfit_self_train, ulmfit_no_phase2, "
+                         "ulmfit_no_contrastive, ulmfit_full, trainer")
     ap.add_argument("--setfit-python", default=None, help="a Python with setfit==1.2.0 (without it: no setfit rows)")
     ap.add_argument("--recipe", default=str(ROOT / "configs" / "fewshot-minilm.yaml"))
     ap.add_argument("--lm-seed", type=int, default=42, help="seed of the one phase-2 run per data set")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_fewshot"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a classifier recipe override for every ulmfit tool (repeatable; e.g. train.lr=2e-5): "
+                         "a variant of the recipe, measured in its own --out")
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +268,9 @@ def main(argv=None) -> dict:
                         extra = {"ulmfit_no_contrastive": ["contrastive.epochs=0"],
                                  "ulmfit_pairs": PAIRS,
                                  "ulmfit_pairs_head": PAIRS + ["train.strategy=head_only", "train.epochs=10"],
-                                 "ulmfit_full": ["train.strategy=full", "train.epochs=24"]}.get(tool, [])
+                                 "ulmfit_full": ["train.strategy=full", "train.epochs=24"],
+                                 "ulmfit_self_train": [f"self_training.texts={data / ds / 'train.csv'}"],
+                                 }.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,
                                          run_dir, extra)
                         if tool != "ulmfit_no_phase2":

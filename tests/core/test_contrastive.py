@@ -52,8 +52,13 @@ def test_cosine_pairs_equals_the_formula():
     target = torch.tensor([1.0, 0.0, 1.0])
     want = sum((_cos(a[i], b[i]) - float(target[i])) ** 2 for i in range(3)) / 3
     assert cosine_pairs(a, b, target).item() == pytest.approx(want, rel=1e-6)
-    # the trainer's form: rows i and i + n are a pair
-    assert cosine_pair_loss()(torch.cat([a, b]), target).item() == pytest.approx(want, rel=1e-6)
+    # the trainer's form: pair k is two rows of a batch of distinct texts, which pairs may share
+    rows = torch.cat([a, b])
+    index = torch.tensor([[0, 3], [1, 4], [2, 5]])
+    assert cosine_pair_loss()(rows, (index, target)).item() == pytest.approx(want, rel=1e-6)
+    shared = torch.tensor([[0, 1], [2, 1], [1, 1]])          # row 1 in three pairs, once with itself
+    want_shared = ((_cos(a[0], a[1]) - 1) ** 2 + (_cos(a[2], a[1]) - 0) ** 2 + (1 - 1) ** 2) / 3
+    assert cosine_pair_loss()(a, (shared, target)).item() == pytest.approx(want_shared, rel=1e-6)
     with pytest.raises(ValueError, match="n targets"):
         cosine_pairs(a, b, target[:2])
 

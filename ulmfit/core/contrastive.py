@@ -75,10 +75,11 @@ def sup_con_loss(temperature: float = 0.1):
 
 
 def cosine_pair_loss():
-    """A trainer loss for a batch whose row i and row i + n are a pair with target `targets[i]`."""
+    """A trainer loss `(embeddings, (index, targets))`: pair k is rows index[k, 0] and index[k, 1]
+    of the embeddings, with target `targets[k]` (a text in several pairs of a batch is one row)."""
 
-    def loss(emb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        half = emb.shape[0] // 2
-        return cosine_pairs(emb[:half], emb[half:], targets)
+    def loss(emb: torch.Tensor, pairs) -> torch.Tensor:
+        index, targets = pairs
+        return cosine_pairs(emb[index[:, 0]], emb[index[:, 1]], targets)
 
     return loss

@@ -12,7 +12,8 @@
   (a class with a single example still trains); a batch-wise loss sees every pair of the batch at
   once. `loss="pairs"`: SetFit's objective (Tunstall et al. 2022): for every example,
   `pairs_per_example` partners of its class (target cosine 1) and as many of other classes
-  (target 0), drawn with the seed (`draw_pairs`), under `core.contrastive.cosine_pairs`.
+  (target 0), drawn with the seed (`draw_pairs`), under `core.contrastive.cosine_pairs`. A batch
+  encodes each distinct text once, however many of its pairs hold it (`PairCollate`).
 
 Both run on the core trainer with the model's layer groups, layer decay and a schedule.
 """
@@ -100,32 +101,40 @@ def draw_pairs(label_ids, per_example: int, seed: int) -> list[tuple[int, int, f
 
 
 class PairRows(Dataset):
-    """Rows (token ids of text i, of text j, target) of `draw_pairs`' pairs."""
+    """Rows (i, j, target) of `draw_pairs`: the texts are looked up when a batch is collated."""
 
-    def __init__(self, encoded: "td.Encoded", pairs):
-        self.encoded, self.pairs = encoded, pairs
+    def __init__(self, pairs):
+        self.pairs = pairs
 
     def __len__(self):
         return len(self.pairs)
 
     def __getitem__(self, k):
-        i, j, target = self.pairs[k]
-        return self.encoded[i], self.encoded[j], target
+        return self.pairs[k]
 
 
 class PairCollate:
-    """Pad a batch of pairs as one: rows 0..n-1 the first texts, n..2n-1 their partners; `labels`
-    the targets."""
+    """Pad the distinct texts of a batch of pairs once each: a text drawn into several pairs of the
+    batch goes through the encoder once (with 8 labelled texts per class most batches repeat some).
+    `pairs` holds (index of each pair's two rows in the padded batch, targets)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, encoded: "td.Encoded"):
         from transformers import DataCollatorWithPadding
 
-        self.pad = DataCollatorWithPadding(tokenizer)
+        self.pad, self.encoded = DataCollatorWithPadding(tokenizer), encoded
 
     def __call__(self, rows):
-        batch = self.pad([a for a, _, _ in rows] + [b for _, b, _ in rows])
-        batch["labels"] = torch.tensor([t for _, _, t in rows], dtype=torch.float32)
+        texts = list(dict.fromkeys([i for i, _, _ in rows] + [j for _, j, _ in rows]))
+        row_of = {t: r for r, t in enumerate(texts)}
+        batch = self.pad([self.encoded[t] for t in texts])
+        index = torch.tensor([[row_of[i], row_of[j]] for i, j, _ in rows], dtype=torch.long)
+        batch["pairs"] = (index, torch.tensor([t for _, _, t in rows], dtype=torch.float32))
         return batch
+
+
+def split_pairs(batch):
+    """(model inputs, (pair index, targets)) of a `PairCollate` batch."""
+    return {k: v for k, v in batch.items() if k != "pairs"}, batch["pairs"]
 
 
 def pair_loader(tokenizer, texts, label_ids, max_length: int, bs: int, per_example: int, seed: int):
@@ -133,8 +142,8 @@ def pair_loader(tokenizer, texts, label_ids, max_length: int, bs: int, per_examp
 
     enc = td.Encoded(tokenizer, texts, max_length)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(PairRows(enc, draw_pairs(label_ids, per_example, seed)), batch_size=bs, shuffle=True,
-                      generator=g, collate_fn=PairCollate(tokenizer))
+    return DataLoader(PairRows(draw_pairs(label_ids, per_example, seed)), batch_size=bs, shuffle=True,
+                      generator=g, collate_fn=PairCollate(tokenizer, enc))
 
 
 def all_groups_stage(epochs, lr, layer_decay, name: str, schedule: str = "linear", schedule_args=None) -> Stage:
@@ -222,10 +231,10 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     groups = layer_groups(model, blocks_per_group)
     if loss == "pairs":
         loader = pair_loader(tok, texts, label_ids, classifier.max_length, bs, pairs_per_example, seed)
-        objective = cosine_pair_loss()
+        objective, split = cosine_pair_loss(), split_pairs
     else:
         loader = two_view_loader(tok, texts, label_ids, classifier.max_length, max(2, bs), True, seed)
-        objective = sup_con_loss(temperature)
+        objective, split = sup_con_loss(temperature), split_views
     trainer = Trainer(model, groups, objective, loader, None, side_config(train_config, seed),
-                      Hooks(split_batch=split_views))
+                      Hooks(split_batch=split))
     return trainer.fit([all_groups_stage(epochs, lr, layer_decay, "contrastive", schedule, schedule_args)])
