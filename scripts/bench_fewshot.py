@@ -144,7 +144,7 @@ def phase2(args, data: Path, ds: str, out: Path) -> tuple[Path, float]:
 
 def run_ulmfit(args, csv_path: Path, test: Path, seed: int, lm: Path | None, run_dir: Path, extra=()) -> dict:
     sets = [f"data.train={csv_path}", f"data.test={test}", "data.train_size=null", "data.valid_pct=0",
-            f"train.seed={seed}", *extra, *getattr(args, "overrides", [])]
+            f"train.seed={seed}", *extra, *args.overrides]
     cmd = ["train-classifier", "-c", args.recipe, "-o", str(run_dir), "-q", "--force"]
     if lm is not None:
         cmd += ["--encoder", str(lm)]

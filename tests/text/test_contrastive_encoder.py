@@ -150,6 +150,26 @@ def test_pair_batches_encode_each_text_once_and_keep_every_pair():
     assert saved > 0                                                 # some batch shared a text
 
 
+def test_a_text_paired_with_itself_keeps_its_second_view():
+    """A class with one example pairs it with itself: that pair's two rows stay apart (two dropout
+    views), while the text's other pairs share its first row."""
+    clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
+    labels = [0, 0, 0, 1]
+    batch = next(iter(pair_loader(clf.tokenizer, TEXTS[:4], labels, 16, 64, per_example=3, seed=0)))
+    _, (index, targets) = split_pairs(batch)
+    rows = batch["input_ids"]
+    assert len(index) == 2 * 3 * 4 and len(rows) == 5                # 4 texts, text 3 twice
+    self_pairs = [(a, b) for (a, b), t in zip(index.tolist(), targets.tolist())
+                  if t == 1.0 and torch.equal(rows[a], rows[b])]
+    assert len(self_pairs) == 3 and all(a != b for a, b in self_pairs)
+    (first,), (second,) = {a for a, _ in self_pairs}, {b for _, b in self_pairs}
+    others = [r for r in index.tolist() if r not in ([first, second],)]
+    # its own 3 negatives and the 3 negatives of each class-0 text (text 3 is their only other
+    # class) all use the first row
+    assert sum(first in r for r in others) == 3 + 3 * 3
+    assert not any(second in r for r in others)                      # the second view is for itself only
+
+
 def test_contrastive_stage_refuses_an_unknown_loss():
     clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
     with pytest.raises(UlmfitError, match="'triplet' is not one of supcon, pairs"):

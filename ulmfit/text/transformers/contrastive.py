@@ -116,7 +116,9 @@ class PairRows(Dataset):
 class PairCollate:
     """Pad the distinct texts of a batch of pairs once each: a text drawn into several pairs of the
     batch goes through the encoder once (with 8 labelled texts per class most batches repeat some).
-    `pairs` holds (index of each pair's two rows in the padded batch, targets)."""
+    A text paired with itself (its class has one example) keeps a second row, its second dropout
+    view, as its only positive. `pairs` holds (index of each pair's two rows in the padded batch,
+    targets)."""
 
     def __init__(self, tokenizer, encoded: "td.Encoded"):
         from transformers import DataCollatorWithPadding
@@ -124,10 +126,12 @@ class PairCollate:
         self.pad, self.encoded = DataCollatorWithPadding(tokenizer), encoded
 
     def __call__(self, rows):
-        texts = list(dict.fromkeys([i for i, _, _ in rows] + [j for _, j, _ in rows]))
+        # a row is keyed (text, view): view 1 only for the partner in a pair of a text with itself
+        keys = [((i, 0), (j, int(i == j))) for i, j, _ in rows]
+        texts = list(dict.fromkeys([a for a, _ in keys] + [b for _, b in keys]))
         row_of = {t: r for r, t in enumerate(texts)}
-        batch = self.pad([self.encoded[t] for t in texts])
-        index = torch.tensor([[row_of[i], row_of[j]] for i, j, _ in rows], dtype=torch.long)
+        batch = self.pad([self.encoded[t] for t, _ in texts])
+        index = torch.tensor([[row_of[a], row_of[b]] for a, b in keys], dtype=torch.long)
         batch["pairs"] = (index, torch.tensor([t for _, _, t in rows], dtype=torch.float32))
         return batch
 
