@@ -137,6 +137,11 @@ def check_train_fields(cfg) -> None:
     con = getattr(cfg, "contrastive", None)
     if con is not None and con.epochs and b.name != "transformers":
         raise UlmfitError("classifier.contrastive is for transformers backbones; set its epochs to 0 for an AWD-LSTM")
+    probe = getattr(cfg, "linear_probe", None)
+    if probe is not None and probe.c and b.name != "transformers":
+        raise UlmfitError("classifier.linear_probe is for transformers backbones; remove it for an AWD-LSTM")
+    if probe is not None and probe.c and cfg.model.pooling == "cls":
+        raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat")
     if cfg.model.vectors.path and b.name != "awd_lstm":
         raise UlmfitError("model.vectors is for AWD-LSTMs; a transformers checkpoint brings its own embedding")
     if cfg.model.vectors.path and (getattr(cfg, "pretrained", None) or getattr(cfg, "encoder", None)):

@@ -127,6 +127,16 @@ class ContrastiveConfig:
 
 
 @dataclass
+class LinearProbeConfig:
+    RANGES = {"c": POSITIVE, "max_iter": AT_LEAST_1}
+
+    # fit the head first as an L2 logistic regression (inverse strength C, as scikit-learn's) on the
+    # frozen encoder's pooled features, after the contrastive stage (LP-FT); None: a random head
+    c: float | None = None
+    max_iter: int = 200                # L-BFGS iterations at most
+
+
+@dataclass
 class SelfTrainingConfig:
     RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "pool": AT_LEAST_1, "epochs": POSITIVE, "lr": POSITIVE}
 
@@ -270,6 +280,8 @@ class ClassifierConfig:
     threshold: float = 0.5             # multi-label decision threshold
     # transformers: a supervised contrastive stage on the labelled texts before the head trains
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    # transformers: the head fitted on the frozen encoder's features before the strategy's stages
+    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     # transformers: after training, pseudo-label unlabelled texts and train on them too
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     # awd_lstm: learn a trained teacher's soft predictions on the labelled and unlabelled texts

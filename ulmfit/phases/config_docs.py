@@ -17,6 +17,7 @@ SECTIONS = [("recipe (top level)", C.RecipeConfig), ("pretrain", C.PretrainConfi
 SKIP = ("pretrain", "finetune_lm", "classifier", "data")  # the recipe's sections, documented on their own
 PARTS = [("data", C.DataConfig), ("tokenizer", C.TokenizerConfig), ("model", C.ModelConfig),
          ("model.vectors", C.VectorsConfig), ("train", C.TrainSection), ("contrastive", C.ContrastiveConfig),
+         ("linear_probe", C.LinearProbeConfig),
          ("self_training", C.SelfTrainingConfig), ("distil", C.DistilConfig)]
 
 

@@ -207,6 +207,10 @@ class PoolingHead(nn.Module):
         self.out = nn.Linear(hidden * (3 if pooling == "concat" else 1), n_classes)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(self.pool(h, mask)))
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The features the linear layer reads: (batch, hidden) or (batch, 3 x hidden) for concat."""
         m = mask.unsqueeze(-1).to(h.dtype)
         mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
         if self.pooling == "mean":
@@ -222,7 +226,7 @@ class PoolingHead(nn.Module):
                     idx = (mask.sum(1) - 1).clamp(min=0)
                     tok = h[torch.arange(h.shape[0], device=h.device), idx]
                 x = torch.cat([tok, mx, mean], -1)
-        return self.out(self.drop(x))
+        return x
 
 
 def mean_by_text(win: torch.Tensor, doc, n_texts: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, se
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import sup_con_stage
+from ulmfit.text.transformers.linear_probe import fit_head
 from ulmfit.text.transformers.self_training import self_train
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
@@ -203,13 +204,16 @@ class ClassifierResult:
 
 def train_transformer_classifier(model_path, train_texts, train_labels, valid_texts=None, valid_labels=None,
                                  test_texts=None, test_labels=None, contrastive: dict | None = None,
-                                 self_training: dict | None = None, **kw) -> ClassifierResult:
+                                 self_training: dict | None = None, linear_probe: dict | None = None,
+                                 **kw) -> ClassifierResult:
     """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
 
     `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay)
     first trains the encoder with a supervised contrastive loss on the labelled texts
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
-    stages train the head and unfreeze as usual. `self_training` (optional: texts, and
+    stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter) then fits the
+    head as a logistic regression on the frozen encoder's pooled features before those stages
+    (`linear_probe.fit_head`; LP-FT). `self_training` (optional: texts, and
     `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them.
     `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
@@ -224,6 +228,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
         history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
+    if linear_probe:
+        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2, **linear_probe)]
     history = history + setup.trainer.fit(setup.stages)
     pseudo = None
     if self_training and self_training.get("texts"):

