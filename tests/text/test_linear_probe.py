@@ -73,6 +73,9 @@ def test_linear_probe_is_refused_without_a_pooling_head():
         backends.check_train_fields(cfg("linear_probe.c=1.0"))
     with pytest.raises(UlmfitError, match="linear_probe fits a pooling head: set model.pooling"):
         backends.check_train_fields(cfg("model.type=transformers", "linear_probe.c=1.0"))
+    with pytest.raises(UlmfitError, match="linear_probe reads each text's first window"):
+        backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "model.long_docs=windows",
+                                        "linear_probe.c=1.0"))
     backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=1.0"))
     with pytest.raises(UlmfitError, match="linear_probe.c"):
         cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=-1")

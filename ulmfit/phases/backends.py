@@ -142,6 +142,8 @@ def check_train_fields(cfg) -> None:
         raise UlmfitError("classifier.linear_probe is for transformers backbones; remove it for an AWD-LSTM")
     if probe is not None and probe.c and cfg.model.pooling == "cls":
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat")
+    if probe is not None and probe.c and cfg.model.long_docs != "truncate":
+        raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
     if cfg.model.vectors.path and b.name != "awd_lstm":
         raise UlmfitError("model.vectors is for AWD-LSTMs; a transformers checkpoint brings its own embedding")
     if cfg.model.vectors.path and (getattr(cfg, "pretrained", None) or getattr(cfg, "encoder", None)):
