@@ -51,3 +51,19 @@ def test_fewshot_bad_input_is_one_line_and_exit_2(tmp_path, case, sets, message)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+
+
+def test_train_classifier_with_the_linear_probe_writes_its_run(tmp_path):
+    """The head fitted as a logistic regression between the pairs and the strategy, through the CLI: the
+    run's report, plot and metrics are written and list the probe after the contrastive stage."""
+    out = tmp_path / "probe"
+    ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
+           *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
+                  "data.train_size=4pc", "model.max_length=32", "contrastive.pairs_per_example=2",
+                  "linear_probe.c=1.0", "train.strategy=head_only", "train.epochs=1"))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_train"] == 24 and 0 <= m["test_accuracy"] <= 1
+    report = (out / "report.md").read_text()
+    stages = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
+    assert [s for s in stages if s in ("contrastive", "linear_probe")] == ["contrastive", "linear_probe"], report
+    assert (out / "training_curves.png").exists()
