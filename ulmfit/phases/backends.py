@@ -144,6 +144,9 @@ def check_train_fields(cfg) -> None:
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat")
     if probe is not None and probe.c and cfg.model.long_docs != "truncate":
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
+    if str(cfg.train.strategy).lower() == "none" and not (probe is not None and probe.c):
+        raise UlmfitError("train.strategy none trains no stage after the contrastive one: it needs "
+                          "classifier.linear_probe.c (a transformers classifier) to fit the head")
     if cfg.model.vectors.path and b.name != "awd_lstm":
         raise UlmfitError("model.vectors is for AWD-LSTMs; a transformers checkpoint brings its own embedding")
     if cfg.model.vectors.path and (getattr(cfg, "pretrained", None) or getattr(cfg, "encoder", None)):

@@ -170,7 +170,7 @@ class TrainSection:
               "max_steps_per_epoch": AT_LEAST_1, "early_stopping_patience": NON_NEGATIVE, "alpha": NON_NEGATIVE,
               "beta": NON_NEGATIVE}
 
-    strategy: str = "full"             # gradual | chain_thaw | full | head_only | custom
+    strategy: str = "full"             # gradual | chain_thaw | full | head_only | custom | none (linear_probe only)
     epochs: Any = 1                    # one number, or one per stage
     lr: Any = 1e-3                     # number, [low, high], per-group list, or one per stage
     lr_factor: float | None = 2.6      # discriminative factor (lower group = upper / factor)

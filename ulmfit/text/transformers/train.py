@@ -230,7 +230,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
     if linear_probe:
         history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2, **linear_probe)]
-    history = history + setup.trainer.fit(setup.stages)
+    if setup.stages:  # strategy none: the head linear_probe fitted is the classifier's
+        history = history + setup.trainer.fit(setup.stages)
     pseudo = None
     if self_training and self_training.get("texts"):
         st = dict(self_training)
