@@ -13,7 +13,8 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   `ulmfit_pairs_head`: that, then the head alone for 10 epochs (no unfreezing after the pairs);
   `ulmfit_self_train`: the recipe, then self-training on the data set's training texts (labels
   unused; `classifier.self_training`); `ulmfit_probe`: the recipe with the head fitted as a logistic
-  regression (C = 1) on the frozen features after the pairs (`classifier.linear_probe`, LP-FT).
+  regression (C = 1) on the frozen features after the pairs (`classifier.linear_probe`, LP-FT);
+  `ulmfit_probe_only`: that head and no stage after it (`train.strategy: none`).
 - `trainer`: the plain transformers `Trainer` peer (scripts/bench_peer_trainer.py settings:
   full fine-tuning, lr 5e-5, 4 epochs, batch 32) on the same CSV.
 
@@ -228,7 +229,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--tools", nargs="+", default=["setfit", "ulmfit", "trainer"],
-                    help="setfit, ulmfit, ulmfit_pairs, ulmfit_pairs_head, ulmfit_self_train, ulmfit_probe, "
+                    help="setfit, ulmfit, ulmfit_pairs, ulmfit_pairs_head, ulmfit_self_train, ulmfit_probe, ulmfit_probe_only, "
                          "ulmfit_no_phase2, ulmfit_no_contrastive, ulmfit_full, trainer")
     ap.add_argument("--setfit-python", default=None, help="a Python with setfit==1.2.0 (without it: no setfit rows)")
     ap.add_argument("--recipe", default=str(ROOT / "configs" / "fewshot-minilm.yaml"))
@@ -272,6 +273,7 @@ def main(argv=None) -> dict:
                                  "ulmfit_full": ["train.strategy=full", "train.epochs=24"],
                                  "ulmfit_self_train": [f"self_training.texts={data / ds / 'train.csv'}"],
                                  "ulmfit_probe": ["linear_probe.c=1.0"],
+                                 "ulmfit_probe_only": ["linear_probe.c=1.0", "train.strategy=none"],
                                  }.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,
                                          run_dir, extra)
