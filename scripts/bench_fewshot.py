@@ -8,13 +8,14 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   logistic-regression head), run by the Python of a separate environment (`--setfit-python`,
   which has `setfit==1.2.0` installed; see docs/results.md#few-shot-against-setfit).
 - `ulmfit`: `configs/fewshot-minilm.yaml` (or `--recipe`) through the CLI: phase 2 (SimCSE on the
-  data set's training texts, labels unused) once per data set, then phase 3 per draw.
-  `ulmfit_pairs`: the same recipe with SetFit's pair objective as its contrastive stage (`PAIRS`);
-  `ulmfit_pairs_head`: that, then the head alone for 10 epochs (no unfreezing after the pairs);
-  `ulmfit_self_train`: the recipe, then self-training on the data set's training texts (labels
-  unused; `classifier.self_training`); `ulmfit_probe`: the recipe with the head fitted as a logistic
-  regression (C = 1) on the frozen features after the pairs (`classifier.linear_probe`, LP-FT);
-  `ulmfit_probe_only`: that head and no stage after it (`train.strategy: none`).
+  data set's training texts, labels unused) once per data set, then phase 3 per draw (SetFit's
+  pairs, then the head fitted as a logistic regression, `classifier.linear_probe`; no stage after it).
+  `ulmfit_probe_only`: the same, spelled out. `ulmfit_probe`: that head, then gradual unfreezing
+  with layer decay (LP-FT). `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and
+  gradual unfreezing (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
+  `ulmfit_pairs_head`: the pairs, then the head alone for 10 epochs; `ulmfit_self_train`:
+  `GRADUAL`, then self-training on the data set's training texts (labels unused;
+  `classifier.self_training`).
 - `trainer`: the plain transformers `Trainer` peer (scripts/bench_peer_trainer.py settings:
   full fine-tuning, lr 5e-5, 4 epochs, batch 32) on the same CSV.
 
@@ -72,6 +73,9 @@ print(json.dumps({"accuracy": accuracy_score(gold, pred), "macro_f1": f1_score(g
 # the recipe with SetFit's pair objective as its contrastive stage (1 pass over 20 pairs per example
 # at SetFit's body LR, one LR for every layer) instead of the supervised contrastive loss
 PAIRS = ["contrastive.loss=pairs", "contrastive.epochs=1", "contrastive.lr=2e-5", "contrastive.layer_decay=1.0"]
+# the head trained by cross-entropy, then gradual unfreezing with layer decay (no fitted head): the recipe of
+# the second to fourth runs in docs/results.md
+GRADUAL = ["linear_probe.c=null", "train.strategy=gradual"]
 
 
 def minilm() -> str:
@@ -268,11 +272,12 @@ def main(argv=None) -> dict:
                         if tool != "ulmfit_no_phase2" and lm is None:
                             lm, lm_s = lms[ds] = phase2(args, data, ds, out)
                         extra = {"ulmfit_no_contrastive": ["contrastive.epochs=0"],
-                                 "ulmfit_pairs": PAIRS,
-                                 "ulmfit_pairs_head": PAIRS + ["train.strategy=head_only", "train.epochs=10"],
-                                 "ulmfit_full": ["train.strategy=full", "train.epochs=24"],
-                                 "ulmfit_self_train": [f"self_training.texts={data / ds / 'train.csv'}"],
-                                 "ulmfit_probe": ["linear_probe.c=1.0"],
+                                 "ulmfit_pairs": PAIRS + GRADUAL,
+                                 "ulmfit_pairs_head": PAIRS + ["linear_probe.c=null", "train.strategy=head_only",
+                                                               "train.epochs=10"],
+                                 "ulmfit_full": ["linear_probe.c=null", "train.strategy=full", "train.epochs=24"],
+                                 "ulmfit_self_train": GRADUAL + [f"self_training.texts={data / ds / 'train.csv'}"],
+                                 "ulmfit_probe": ["linear_probe.c=1.0", "train.strategy=gradual"],
                                  "ulmfit_probe_only": ["linear_probe.c=1.0", "train.strategy=none"],
                                  }.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,

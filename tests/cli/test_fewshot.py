@@ -101,6 +101,7 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
 
 def test_strategy_none_without_the_probe_is_one_line_and_exit_2(tmp_path):
     r = ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / "o"), "-q",
-               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", "train.strategy=none"), check=False)
+               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", "linear_probe.c=null", "train.strategy=none"),
+               check=False)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "needs classifier.linear_probe.c" in lines[0], r.stderr
