@@ -72,7 +72,8 @@ def test_train_classifier_with_the_linear_probe_writes_its_run(tmp_path):
 
 def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_measured(tmp_path):
     """`train.strategy: none` with the probe and no contrastive stage trains nothing: the saved encoder is the
-    checkpoint's, the head the regression; loaded back, the model gives the test accuracy the run reported."""
+    checkpoint's, the head the regression; the validation split is scored; loaded back, the model gives the
+    test accuracy the run reported."""
     import numpy as np
     import torch
     from transformers import AutoModel
@@ -83,9 +84,10 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
     out = tmp_path / "none"
     ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
            *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
-                  "data.train_size=8pc", "model.max_length=32", "contrastive.epochs=0", "linear_probe.c=1.0",
-                  "train.strategy=none"))
+                  "data.train_size=8pc", "data.valid_pct=0.25", "model.max_length=32", "contrastive.epochs=0",
+                  "linear_probe.c=1.0", "train.strategy=none"))
     m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["valid_accuracy"] <= 1  # no stage's row scored the model: it is evaluated after the probe
     report = (out / "report.md").read_text()
     rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
     assert [r for r in rows if r and r != "stage"] == ["linear_probe"], report

@@ -244,8 +244,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     if windows and valid_texts is not None:  # per text, as predict answers
         metrics.update(td.text_metrics(setup.model.predict_proba(valid_texts),
                                        setup.labels.encode(valid_labels, "valid labels"), "valid"))
-    elif pseudo is not None and setup.trainer.valid_loader is not None:
-        metrics.update(setup.trainer.evaluate(prefix="valid"))
+    elif (pseudo is not None or not setup.stages) and setup.trainer.valid_loader is not None:
+        metrics.update(setup.trainer.evaluate(prefix="valid"))  # no stage's last row scored the final model
     if test_texts is not None:
         tt = td.check_texts(test_texts, "test texts")
         ty = setup.labels.encode(test_labels, "test labels")
