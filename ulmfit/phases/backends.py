@@ -145,6 +145,9 @@ def check_train_fields(cfg) -> None:
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat")
     if probing and cfg.model.long_docs != "truncate":
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
+    if cfg.model.normalize and (probe is None or b.name != "transformers" or cfg.model.pooling == "cls"):
+        raise UlmfitError("model.normalize scales the pooled features of a transformers classifier's head: it needs "
+                          "model.pooling mean, max or concat in a classifier section")
     if str(cfg.train.strategy).lower() == "none" and not probing:
         raise UlmfitError("train.strategy none trains no stage after the contrastive one: it needs "
                           "classifier.linear_probe.c (a transformers classifier) to fit the head")

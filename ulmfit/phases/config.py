@@ -89,6 +89,9 @@ class ModelConfig:
     name_or_path: str | None = None    # transformers checkpoint (local folder or Hub name)
     backwards: bool = False            # read every text reversed (the backward half of an ensemble)
     pooling: str = "cls"               # transformers classifier: cls | mean | max | concat
+    # transformers classifier with mean / max / concat pooling: the head reads the pooled features
+    # scaled to unit L2 norm (as sentence-transformers embeddings, which SetFit's head reads)
+    normalize: bool = False
     layer_decay: float | None = None   # transformers: each lower group gets lr x layer_decay
     max_length: int = 64               # transformers: tokens per text (per window with long_docs: windows)
     # transformers classifier: truncate (a text's first max_length tokens) | windows (every window of

@@ -120,7 +120,8 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
                          pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay),
         self_training=_self_training(cfg),
         linear_probe=dict(c=cfg.linear_probe.c, max_iter=cfg.linear_probe.max_iter) if cfg.linear_probe.c else None,
-        pooling=cfg.model.pooling, long_docs=cfg.model.long_docs, out_dir=cfg.out, **trainer_kwargs(cfg, quiet))
+        pooling=cfg.model.pooling, normalize=cfg.model.normalize, long_docs=cfg.model.long_docs, out_dir=cfg.out,
+        **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
     what = (f"Fine-tuned `{src}` as a classifier ({cfg.model.pooling} pooling) on `{d.train}` "
             f"({len(data.train)} labelled texts), strategy `{t.strategy}`; the model is in `model/`.")
@@ -148,7 +149,7 @@ def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False
     data = load_labelled(cfg, multi_label=False)
     res = transformer_lr_find(_source(cfg.encoder, cfg), data.train.texts, [data.classes[i] for i in data.train.labels],
                               stage=0, start_lr=start_lr, end_lr=end_lr, num_it=num_it, pooling=cfg.model.pooling,
-                              long_docs=cfg.model.long_docs,
+                              normalize=cfg.model.normalize, long_docs=cfg.model.long_docs,
                               **trainer_kwargs(cfg, quiet))
     res.save(cfg.out)
     return res

@@ -197,12 +197,15 @@ def lm_loss(kind: str):
 
 
 class PoolingHead(nn.Module):
-    """Masked pooling over token states -> dropout -> Linear (mean, max, or ULMFiT's concat)."""
+    """Masked pooling over token states -> dropout -> Linear (mean, max, or ULMFiT's concat).
+
+    `normalize` scales each pooled row to unit L2 norm before the linear layer, as a
+    sentence-transformers model's `Normalize` module does (SetFit's head reads such embeddings)."""
 
     def __init__(self, hidden: int, n_classes: int, pooling: str = "concat", dropout: float = 0.1,
-                 summary: str = "first"):
+                 summary: str = "first", normalize: bool = False):
         super().__init__()
-        self.pooling, self.summary = pooling, summary
+        self.pooling, self.summary, self.normalize = pooling, summary, normalize
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden * (3 if pooling == "concat" else 1), n_classes)
 
@@ -226,7 +229,7 @@ class PoolingHead(nn.Module):
                     idx = (mask.sum(1) - 1).clamp(min=0)
                     tok = h[torch.arange(h.shape[0], device=h.device), idx]
                 x = torch.cat([tok, mx, mean], -1)
-        return x
+        return nn.functional.normalize(x, dim=-1) if self.normalize else x
 
 
 def mean_by_text(win: torch.Tensor, doc, n_texts: int) -> torch.Tensor:
@@ -302,15 +305,16 @@ class TransformerClassifier(nn.Module):
         meta = {"labels": self.labels, "max_length": self.max_length, "long_docs": self.long_docs, "pooling": "cls"}
         if self.head is not None:
             save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(out / HEAD_WEIGHTS))
-            meta.update(pooling=self.head.pooling, summary=self.head.summary,
+            meta.update(pooling=self.head.pooling, summary=self.head.summary, normalize=self.head.normalize,
                         dropout=self.head.drop.p, hidden=self.head.out.in_features // (3 if self.head.pooling == "concat" else 1))
         (out / HEAD_CONFIG).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         return out
 
 
 def build_classifier(name_or_path, labels: list, pooling: str = "cls", dropout: float = 0.1,
-                     max_length: int = 64, tokenizer=None, long_docs: str = "truncate") -> TransformerClassifier:
-    """A fresh classifier on a pretrained (or LM-fine-tuned) checkpoint."""
+                     max_length: int = 64, tokenizer=None, long_docs: str = "truncate",
+                     normalize: bool = False) -> TransformerClassifier:
+    """A fresh classifier on a pretrained (or LM-fine-tuned) checkpoint (`normalize`: see PoolingHead)."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     if pooling not in POOLINGS:
@@ -318,6 +322,8 @@ def build_classifier(name_or_path, labels: list, pooling: str = "cls", dropout: 
     tok = tokenizer or load_tokenizer(name_or_path)
     config = from_pretrained(AutoConfig, name_or_path, "model config")
     n = len(labels)
+    if pooling == "cls" and normalize:
+        raise UlmfitError("model.normalize scales a pooling head's features: set model.pooling to mean, max or concat")
     if pooling == "cls":
         hf = from_pretrained(AutoModelForSequenceClassification, name_or_path, "model", num_labels=n,
                               id2label={i: str(v) for i, v in enumerate(labels)},
@@ -327,7 +333,7 @@ def build_classifier(name_or_path, labels: list, pooling: str = "cls", dropout: 
         return TransformerClassifier(hf, tok, labels, None, max_length, long_docs)
     hf = from_pretrained(AutoModel, name_or_path, "model")
     summary = "last" if _is_decoder(config) else "first"
-    head = PoolingHead(config.hidden_size, n, pooling, dropout, summary)
+    head = PoolingHead(config.hidden_size, n, pooling, dropout, summary, normalize)
     return TransformerClassifier(hf, tok, labels, head, max_length, long_docs)
 
 
@@ -354,6 +360,7 @@ def load_transformer_classifier(path) -> TransformerClassifier:
         hf = from_pretrained(AutoModelForSequenceClassification, path, "model")
         return TransformerClassifier(hf, tok, meta["labels"], None, meta["max_length"], long_docs)
     hf = from_pretrained(AutoModel, path, "model")
-    head = PoolingHead(meta["hidden"], len(meta["labels"]), meta["pooling"], meta["dropout"], meta["summary"])
+    head = PoolingHead(meta["hidden"], len(meta["labels"]), meta["pooling"], meta["dropout"], meta["summary"],
+                       meta.get("normalize", False))  # folders written before normalize existed: raw features
     head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
     return TransformerClassifier(hf, tok, meta["labels"], head, meta["max_length"], long_docs)

@@ -158,7 +158,8 @@ def build_classifier_trainer(model_path, train_texts, train_labels, valid_texts=
                              max_length: int = 64, bs: int = 32, weight_decay: float = 0.01,
                              clip: float = 1.0, seed: int = 42, out_dir=None, max_steps_per_epoch=None,
                              mixed_precision: str = "no", progress: bool = False,
-                             train_config: TrainConfig | None = None, long_docs: str = "truncate") -> ClassifierSetup:
+                             train_config: TrainConfig | None = None, long_docs: str = "truncate",
+                             normalize: bool = False) -> ClassifierSetup:
     """Model, layer groups, loaders, core `Trainer` and stages for a transformers classifier.
 
     `long_docs="windows"` trains on every `max_length`-token window of a text, each with the text's
@@ -169,7 +170,8 @@ def build_classifier_trainer(model_path, train_texts, train_labels, valid_texts=
     train_texts = td.check_texts(train_texts, "train texts")
     labels = td.LabelMap(train_labels)
     y = labels.encode(train_labels, "train labels")
-    model = build_classifier(model_path, labels.names, pooling, dropout, max_length, long_docs=long_docs)
+    model = build_classifier(model_path, labels.names, pooling, dropout, max_length, long_docs=long_docs,
+                             normalize=normalize)
     groups = layer_groups(model, blocks_per_group)
     train = td.classification_loader(model.tokenizer, train_texts, y, max_length, bs, True, seed, long_docs)
     valid = None
