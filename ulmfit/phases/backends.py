@@ -169,6 +169,9 @@ def check_train_fields(cfg) -> None:
     if st is not None and st.texts and b.name != "transformers":
         raise UlmfitError("classifier.self_training is for transformers backbones; leave its texts empty for an "
                           "AWD-LSTM")
+    if st is not None and st.texts and st.mode == "head" and not probing:
+        raise UlmfitError("classifier.self_training.mode head fits the head again as linear_probe's regression: "
+                          "set classifier.linear_probe.c too")
 
 
 # ---- phases ------------------------------------------------------------------------------------

@@ -144,11 +144,18 @@ class SelfTrainingConfig:
     RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "pool": AT_LEAST_1, "epochs": POSITIVE, "lr": POSITIVE}
 
     texts: str | None = None           # unlabelled texts of the domain (file or folder; None: no self-training)
+    # all: train every group on labelled + pseudo-labelled texts (epochs, lr below) | head: fit the head
+    # again as linear_probe's logistic regression of the frozen encoder's features of both (needs linear_probe)
+    mode: str = "all"
     ratio: float = 4.0                 # pseudo-labelled texts per class, as a multiple of its labelled count
     min_confidence: float = 0.5        # keep a pseudo label only at this probability or more
     pool: int | None = 2000            # label at most this many unlabelled texts (a seeded sample)
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
+
+    def __post_init__(self):
+        if self.mode not in ("all", "head"):
+            raise UlmfitError(f"self_training.mode {self.mode!r} is not one of all, head")
 
 
 @dataclass

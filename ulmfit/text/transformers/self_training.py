@@ -3,9 +3,12 @@ Howard & Ruder 2018 sec. 4; pseudo-labelling as in Lee 2013, "Pseudo-Label").
 
 The trained classifier labels a pool of unlabelled texts; for each class it keeps the texts it
 predicts for that class most confidently (at most `ratio` x that class's labelled count, each at
-least `min_confidence`), so a class the model over-predicts cannot flood the set. The classifier
-then trains on the labelled and the pseudo-labelled texts together for a few more epochs, every
-group trainable with the recipe's layer decay, on the core trainer.
+least `min_confidence`), so a class the model over-predicts cannot flood the set. Then either
+(`self_train`) the classifier trains on the labelled and the pseudo-labelled texts together for a
+few more epochs, every group trainable with the recipe's layer decay, on the core trainer; or
+(`self_train_head`) only its fitted head is fitted again, as the logistic regression of the frozen
+encoder's features of both sets (the encoder is not touched, so its labelled rows stay where the
+contrastive stage put them).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from ulmfit.core import Hooks, LayerGroups, TrainConfig, Trainer
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import all_groups_stage, side_config
+from ulmfit.text.transformers.linear_probe import fit_head
 
 
 def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -33,13 +37,10 @@ def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: flo
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, ratio: float = 4.0,
-               min_confidence: float = 0.5, pool: int | None = 2000, epochs: float = 2, lr: float = 5e-5,
-               layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
-    """Pseudo-label `unlabelled` with `model` and train it (its layer `groups`) on labelled +
-    pseudo-labelled texts.
-
-    Returns (history rows, number of pseudo-labelled texts per class)."""
+def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
+                 pool: int | None = 2000, seed: int = 42) -> tuple[list, np.ndarray, dict]:
+    """(confident unlabelled texts, their predicted class ids, the quota per class): the pool is the
+    distinct unlabelled texts that are not labelled ones, at most `pool` of them (a seeded sample)."""
     seen = set(texts)
     pool_texts = [t for t in dict.fromkeys(td.check_texts(unlabelled, "self-training texts")) if t not in seen]
     if pool and len(pool_texts) > pool:
@@ -49,12 +50,41 @@ def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, rati
     quota = {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
     probs = model.predict_proba(pool_texts).numpy() if pool_texts else np.zeros((0, len(model.labels)))
     rows, pseudo = pick_confident(probs, quota, min_confidence)
-    all_texts = list(texts) + [pool_texts[i] for i in rows]
+    return [pool_texts[i] for i in rows], pseudo, quota
+
+
+def _per_class(model, pseudo: np.ndarray, quota: dict) -> dict:
+    return {model.labels[c]: int((pseudo == c).sum()) for c in quota}
+
+
+def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, ratio: float = 4.0,
+               min_confidence: float = 0.5, pool: int | None = 2000, epochs: float = 2, lr: float = 5e-5,
+               layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
+    """Pseudo-label `unlabelled` with `model` and train it (its layer `groups`) on labelled +
+    pseudo-labelled texts.
+
+    Returns (history rows, number of pseudo-labelled texts per class)."""
+    extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
+                                        min_confidence=min_confidence, pool=pool, seed=seed)
+    all_texts = list(texts) + extra
     all_labels = list(label_ids) + pseudo.tolist()
     loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed,
                                       model.long_docs)
     trainer = Trainer(model, groups, torch.nn.functional.cross_entropy, loader, None, side_config(train_config, seed),
                       Hooks(split_batch=td.split_batch))
     history = trainer.fit([all_groups_stage(epochs, lr, layer_decay, "self-training")])
-    per_class = {model.labels[c]: int((pseudo == c).sum()) for c in quota}
-    return history, per_class
+    return history, _per_class(model, pseudo, quota)
+
+
+def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_iter: int = 200,
+                    ratio: float = 4.0, min_confidence: float = 0.5, pool: int | None = 2000, bs: int = 64,
+                    seed: int = 42):
+    """Pseudo-label `unlabelled` with `model` (its head already fitted) and fit the head again on the
+    frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head`, C = `c`).
+
+    Returns (history rows, number of pseudo-labelled texts per class)."""
+    extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
+                                        min_confidence=min_confidence, pool=pool, seed=seed)
+    row = fit_head(model, list(texts) + extra, list(label_ids) + pseudo.tolist(), c=c, bs=bs, max_iter=max_iter)
+    row["stage_name"] = "self-training (head)"
+    return [row], _per_class(model, pseudo, quota)

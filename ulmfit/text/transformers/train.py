@@ -27,7 +27,7 @@ from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import sup_con_stage
 from ulmfit.text.transformers.linear_probe import fit_head
-from ulmfit.text.transformers.self_training import self_train
+from ulmfit.text.transformers.self_training import self_train, self_train_head
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
     resolve_lr_factor,
@@ -215,8 +215,9 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
     stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter) then fits the
     head as a logistic regression on the frozen encoder's pooled features before those stages
-    (`linear_probe.fit_head`; LP-FT). `self_training` (optional: texts, and
-    `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them.
+    (`linear_probe.fit_head`; LP-FT). `self_training` (optional: texts, mode, and
+    `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them:
+    mode "all" trains every group, mode "head" fits the head again with `linear_probe`'s options.
     `out_dir` (optional) receives the trainer's metrics/checkpoints and, in `out_dir/model`, the
     `save_pretrained` folder (loads with AutoModelForSequenceClassification for pooling='cls').
     """
@@ -237,8 +238,15 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     pseudo = None
     if self_training and self_training.get("texts"):
         st = dict(self_training)
-        rows, pseudo = self_train(setup.model, setup.trainer.groups, texts, y, st.pop("texts"), bs=kw.get("bs", 32),
-                                  **side, **st)
+        unlabelled = st.pop("texts")
+        if st.pop("mode", "all") == "head":  # fit the head again on the frozen features; nothing else trains
+            for k in ("epochs", "lr"):
+                st.pop(k, None)
+            rows, pseudo = self_train_head(setup.model, texts, y, unlabelled, bs=kw.get("bs", 32) * 2,
+                                           seed=side["seed"], **(linear_probe or {}), **st)
+        else:
+            rows, pseudo = self_train(setup.model, setup.trainer.groups, texts, y, unlabelled, bs=kw.get("bs", 32),
+                                      **side, **st)
         history = history + rows
     secs = time.time() - t0
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
