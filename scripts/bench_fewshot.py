@@ -9,13 +9,15 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   which has `setfit==1.2.0` installed; see docs/results.md#few-shot-against-setfit).
 - `ulmfit`: `configs/fewshot-minilm.yaml` (or `--recipe`) through the CLI: phase 2 (SimCSE on the
   data set's training texts, labels unused) once per data set, then phase 3 per draw (SetFit's
-  pairs, then the head fitted as a logistic regression, `classifier.linear_probe`; no stage after it).
-  `ulmfit_probe_only`: the same, spelled out. `ulmfit_probe`: that head, then gradual unfreezing
+  pairs, then the head fitted as a logistic regression, `classifier.linear_probe`, then fitted again
+  with confident pseudo labels of the data set's training texts, labels unused,
+  `classifier.self_training.mode: head`; no layer trains after the pairs).
+  `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted head, no self-training. `ulmfit_probe`: that head, then gradual unfreezing
   with layer decay (LP-FT). `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and
   gradual unfreezing (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
   `ulmfit_pairs_head`: the pairs, then the head alone for 10 epochs; `ulmfit_self_train`:
-  `GRADUAL`, then self-training on the data set's training texts (labels unused;
-  `classifier.self_training`).
+  `GRADUAL`, then self-training of every layer on the data set's training texts (labels unused;
+  `classifier.self_training.mode: all`).
 - `trainer`: the plain transformers `Trainer` peer (scripts/bench_peer_trainer.py settings:
   full fine-tuning, lr 5e-5, 4 epochs, batch 32) on the same CSV.
 
@@ -75,7 +77,9 @@ print(json.dumps({"accuracy": accuracy_score(gold, pred), "macro_f1": f1_score(g
 PAIRS = ["contrastive.loss=pairs", "contrastive.epochs=1", "contrastive.lr=2e-5", "contrastive.layer_decay=1.0"]
 # the head trained by cross-entropy, then gradual unfreezing with layer decay (no fitted head): the recipe of
 # the second to fourth runs in docs/results.md
-GRADUAL = ["linear_probe.c=null", "train.strategy=gradual"]
+GRADUAL = ["linear_probe.c=null", "train.strategy=gradual", "self_training.texts=null"]
+# no self-training after the fitted head (the recipe of the fifth run)
+NO_ST = ["self_training.texts=null"]
 
 
 def minilm() -> str:
@@ -150,7 +154,7 @@ def phase2(args, data: Path, ds: str, out: Path) -> tuple[Path, float]:
 
 def run_ulmfit(args, csv_path: Path, test: Path, seed: int, lm: Path | None, run_dir: Path, extra=()) -> dict:
     sets = [f"data.train={csv_path}", f"data.test={test}", "data.train_size=null", "data.valid_pct=0",
-            f"train.seed={seed}", *extra, *args.overrides]
+            f"train.seed={seed}", f"self_training.texts={test.parent / 'train.csv'}", *extra, *args.overrides]
     cmd = ["train-classifier", "-c", args.recipe, "-o", str(run_dir), "-q", "--force"]
     if lm is not None:
         cmd += ["--encoder", str(lm)]
@@ -274,11 +278,13 @@ def main(argv=None) -> dict:
                         extra = {"ulmfit_no_contrastive": ["contrastive.epochs=0"],
                                  "ulmfit_pairs": PAIRS + GRADUAL,
                                  "ulmfit_pairs_head": PAIRS + ["linear_probe.c=null", "train.strategy=head_only",
-                                                               "train.epochs=10"],
-                                 "ulmfit_full": ["linear_probe.c=null", "train.strategy=full", "train.epochs=24"],
-                                 "ulmfit_self_train": GRADUAL + [f"self_training.texts={data / ds / 'train.csv'}"],
-                                 "ulmfit_probe": ["linear_probe.c=1.0", "train.strategy=gradual"],
-                                 "ulmfit_probe_only": ["linear_probe.c=1.0", "train.strategy=none"],
+                                                               "train.epochs=10"] + NO_ST,
+                                 "ulmfit_full": ["linear_probe.c=null", "train.strategy=full", "train.epochs=24"] + NO_ST,
+                                 "ulmfit_self_train": GRADUAL + [f"self_training.texts={data / ds / 'train.csv'}",
+                                                                 "self_training.mode=all", "self_training.ratio=4",
+                                                                 "self_training.top_fraction=1.0"],
+                                 "ulmfit_probe": ["linear_probe.c=1.0", "train.strategy=gradual"] + NO_ST,
+                                 "ulmfit_probe_only": ["linear_probe.c=1.0", "train.strategy=none"] + NO_ST,
                                  }.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,
                                          run_dir, extra)

@@ -61,7 +61,7 @@ def test_train_classifier_with_the_linear_probe_writes_its_run(tmp_path):
     ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
            *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
                   "data.train_size=4pc", "model.max_length=32", "contrastive.pairs_per_example=2",
-                  "linear_probe.c=1.0", "train.strategy=head_only", "train.epochs=1"))
+                  "linear_probe.c=1.0", "train.strategy=head_only", "train.epochs=1", "self_training.texts=null"))
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_train"] == 24 and 0 <= m["test_accuracy"] <= 1
     report = (out / "report.md").read_text()
@@ -85,7 +85,7 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
     ulmfit("train-classifier", "-c", RECIPE, "-o", str(out), "-q",
            *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
                   "data.train_size=8pc", "data.valid_pct=0.25", "model.max_length=32", "contrastive.epochs=0",
-                  "linear_probe.c=1.0", "train.strategy=none"))
+                  "linear_probe.c=1.0", "train.strategy=none", "self_training.texts=null"))
     m = json.loads((out / "metrics.json").read_text())
     assert 0 < m["valid_accuracy"] <= 1  # no stage's row scored the model: it is evaluated after the probe
     report = (out / "report.md").read_text()

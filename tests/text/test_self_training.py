@@ -60,3 +60,15 @@ def test_self_train_head_refits_the_head_on_labelled_and_confident_pseudo_labell
     assert few == quota
     extra3, _, _ = pseudo_label(model, texts, y, unlabelled, ratio=5.0, min_confidence=0.0, pool=3, seed=1)
     assert len(extra3) == 3  # a pool of 3 distinct unlabelled texts caps what can be picked
+
+
+def test_pick_confident_takes_no_more_than_the_top_fraction_of_each_predicted_class():
+    # class 0 is predicted for 8 rows, class 1 for 2: a quarter of each is 2 and 0 rows
+    probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.97, 0.03], [0.96, 0.04], [0.95, 0.05], [0.94, 0.06],
+                      [0.93, 0.07], [0.92, 0.08], [0.1, 0.9], [0.2, 0.8]])
+    rows, labels = pick_confident(probs, {0: 5, 1: 5}, 0.5, top_fraction=0.25)
+    assert rows.tolist() == [0, 1] and labels.tolist() == [0, 0]
+    rows, labels = pick_confident(probs, {0: 5, 1: 5}, 0.5, top_fraction=0.5)
+    assert rows.tolist() == [0, 1, 2, 3, 8] and labels.tolist() == [0, 0, 0, 0, 1]
+    rows, _ = pick_confident(probs, {0: 5, 1: 5}, 0.5)  # the default keeps the quota alone
+    assert rows.tolist() == [0, 1, 2, 3, 4, 8, 9]

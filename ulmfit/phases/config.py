@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ulmfit.errors import UlmfitError
-from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE,  # noqa: F401
+from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, PORTION, POSITIVE,  # noqa: F401
                                      apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
 
 
@@ -141,7 +141,8 @@ class LinearProbeConfig:
 
 @dataclass
 class SelfTrainingConfig:
-    RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "pool": AT_LEAST_1, "epochs": POSITIVE, "lr": POSITIVE}
+    RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "top_fraction": PORTION, "pool": AT_LEAST_1,
+              "epochs": POSITIVE, "lr": POSITIVE}
 
     texts: str | None = None           # unlabelled texts of the domain (file or folder; None: no self-training)
     # all: train every group on labelled + pseudo-labelled texts (epochs, lr below) | head: fit the head
@@ -149,6 +150,9 @@ class SelfTrainingConfig:
     mode: str = "all"
     ratio: float = 4.0                 # pseudo-labelled texts per class, as a multiple of its labelled count
     min_confidence: float = 0.5        # keep a pseudo label only at this probability or more
+    # and only among the most confident top_fraction of the pool's texts predicted as its class (per-class
+    # portions, as class-balanced self-training, Zou et al. 2018): a class the pool holds few of gets few
+    top_fraction: float = 1.0
     pool: int | None = 2000            # label at most this many unlabelled texts (a seeded sample)
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)

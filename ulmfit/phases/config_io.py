@@ -127,6 +127,7 @@ AT_LEAST_1 = (1, True, None, False)
 NON_NEGATIVE = (0, True, None, False)
 FRACTION = (0, True, 1, True)
 OPEN_FRACTION = (0, False, 1, False)
+PORTION = (0, False, 1, True)
 
 
 def range_text(r) -> str:

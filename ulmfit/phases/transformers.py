@@ -138,7 +138,7 @@ def _self_training(cfg: ClassifierConfig) -> dict | None:
     if not st.texts:
         return None
     texts = unlabelled_texts(st.texts, cfg.data.text_cols, "classifier.self_training.texts")
-    return dict(texts=texts, mode=st.mode, ratio=st.ratio, min_confidence=st.min_confidence, pool=st.pool, epochs=st.epochs,
+    return dict(texts=texts, mode=st.mode, ratio=st.ratio, min_confidence=st.min_confidence, top_fraction=st.top_fraction, pool=st.pool, epochs=st.epochs,
                 lr=st.lr)
 
 

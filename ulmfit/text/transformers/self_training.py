@@ -3,7 +3,11 @@ Howard & Ruder 2018 sec. 4; pseudo-labelling as in Lee 2013, "Pseudo-Label").
 
 The trained classifier labels a pool of unlabelled texts; for each class it keeps the texts it
 predicts for that class most confidently (at most `ratio` x that class's labelled count, each at
-least `min_confidence`), so a class the model over-predicts cannot flood the set. Then either
+least `min_confidence`), so a class the model over-predicts cannot flood the set; and at most the
+`top_fraction` of the texts predicted as that class, so a class the pool holds few of is not
+filled up with its least likely members (per-class portions as in class-balanced self-training,
+Zou et al. 2018, "Unsupervised Domain Adaptation for Semantic Segmentation via Class-Balanced
+Self-Training"). Then either
 (`self_train`) the classifier trains on the labelled and the pseudo-labelled texts together for a
 few more epochs, every group trainable with the recipe's layer decay, on the core trainer; or
 (`self_train_head`) only its fitted head is fitted again, as the logistic regression of the frozen
@@ -22,12 +26,15 @@ from ulmfit.text.transformers.contrastive import all_groups_stage, side_config
 from ulmfit.text.transformers.linear_probe import fit_head
 
 
-def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float,
+                   top_fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(row indices, their predicted classes): per class c, the `quota[c]` rows predicted c with
-    the highest probability, each at least `min_confidence`."""
+    the highest probability, each at least `min_confidence`, and no more than `top_fraction` of
+    the rows predicted c (rounded down)."""
     pred, conf = probs.argmax(1), probs.max(1)
     rows, labels = [], []
     for c, k in sorted(quota.items()):
+        k = min(k, int(np.sum(pred == c) * top_fraction + 1e-9))
         idx = np.flatnonzero((pred == c) & (conf >= min_confidence))
         idx = idx[np.argsort(-conf[idx], kind="stable")][:k]
         rows.append(idx)
@@ -38,7 +45,7 @@ def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: flo
 
 
 def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
-                 pool: int | None = 2000, seed: int = 42) -> tuple[list, np.ndarray, dict]:
+                 top_fraction: float = 1.0, pool: int | None = 2000, seed: int = 42) -> tuple[list, np.ndarray, dict]:
     """(confident unlabelled texts, their predicted class ids, the quota per class): the pool is the
     distinct unlabelled texts that are not labelled ones, at most `pool` of them (a seeded sample)."""
     seen = set(texts)
@@ -49,7 +56,7 @@ def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min
     counts = np.bincount(np.asarray(label_ids), minlength=len(model.labels))
     quota = {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
     probs = model.predict_proba(pool_texts).numpy() if pool_texts else np.zeros((0, len(model.labels)))
-    rows, pseudo = pick_confident(probs, quota, min_confidence)
+    rows, pseudo = pick_confident(probs, quota, min_confidence, top_fraction)
     return [pool_texts[i] for i in rows], pseudo, quota
 
 
@@ -58,14 +65,14 @@ def _per_class(model, pseudo: np.ndarray, quota: dict) -> dict:
 
 
 def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, ratio: float = 4.0,
-               min_confidence: float = 0.5, pool: int | None = 2000, epochs: float = 2, lr: float = 5e-5,
-               layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
+               min_confidence: float = 0.5, top_fraction: float = 1.0, pool: int | None = 2000, epochs: float = 2,
+               lr: float = 5e-5, layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
     """Pseudo-label `unlabelled` with `model` and train it (its layer `groups`) on labelled +
     pseudo-labelled texts.
 
     Returns (history rows, number of pseudo-labelled texts per class)."""
     extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
-                                        min_confidence=min_confidence, pool=pool, seed=seed)
+                                        min_confidence=min_confidence, top_fraction=top_fraction, pool=pool, seed=seed)
     all_texts = list(texts) + extra
     all_labels = list(label_ids) + pseudo.tolist()
     loader = td.classification_loader(model.tokenizer, all_texts, all_labels, model.max_length, bs, True, seed,
@@ -77,14 +84,15 @@ def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, rati
 
 
 def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_iter: int = 200,
-                    ratio: float = 4.0, min_confidence: float = 0.5, pool: int | None = 2000, bs: int = 64,
+                    ratio: float = 4.0, min_confidence: float = 0.5, top_fraction: float = 1.0,
+                    pool: int | None = 2000, bs: int = 64,
                     seed: int = 42):
     """Pseudo-label `unlabelled` with `model` (its head already fitted) and fit the head again on the
     frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head`, C = `c`).
 
     Returns (history rows, number of pseudo-labelled texts per class)."""
     extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
-                                        min_confidence=min_confidence, pool=pool, seed=seed)
+                                        min_confidence=min_confidence, top_fraction=top_fraction, pool=pool, seed=seed)
     row = fit_head(model, list(texts) + extra, list(label_ids) + pseudo.tolist(), c=c, bs=bs, max_iter=max_iter)
     row["stage_name"] = "self-training (head)"
     return [row], _per_class(model, pseudo, quota)
