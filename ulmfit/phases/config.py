@@ -69,10 +69,10 @@ class VectorsConfig:
     max_words: int | None = None       # read only the first n vectors (the most frequent words)
 
     def __post_init__(self):
-        from ulmfit.text.awd_lstm.vectors import LAYOUTS
+        from ulmfit.text.choices import VECTOR_LAYOUTS
 
-        if self.layout not in LAYOUTS:
-            raise UlmfitError(f"vectors.layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+        if self.layout not in VECTOR_LAYOUTS:
+            raise UlmfitError(f"vectors.layout {self.layout!r} is not one of {', '.join(VECTOR_LAYOUTS)}")
 
 
 @dataclass
@@ -103,7 +103,7 @@ class ModelConfig:
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
 
     def __post_init__(self):
-        from ulmfit.text.transformers.data import LONG_DOCS
+        from ulmfit.text.choices import LONG_DOCS
 
         if self.long_docs not in LONG_DOCS:
             raise UlmfitError(f"model.long_docs {self.long_docs!r} is not one of {', '.join(LONG_DOCS)}")
@@ -123,7 +123,7 @@ class ContrastiveConfig:
     pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
 
     def __post_init__(self):
-        from ulmfit.text.transformers.contrastive import CONTRASTIVE_LOSSES
+        from ulmfit.text.choices import CONTRASTIVE_LOSSES
 
         if self.loss not in CONTRASTIVE_LOSSES:
             raise UlmfitError(f"contrastive.loss {self.loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")

@@ -31,10 +31,10 @@ import torch
 from torch import nn
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text.choices import VECTOR_LAYOUTS as LAYOUTS
 
 __all__ = ["WordVectors", "load_vectors", "embedding_from_vectors", "freeze_rows", "vocab_with_vectors", "LAYOUTS"]
 
-LAYOUTS = ("concat", "project")
 VOCAB_SUFFIXES = (".txt", ".vocab", ".parquet")
 
 

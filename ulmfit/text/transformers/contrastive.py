@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from ulmfit.core import Hooks, Stage, TrainConfig, Trainer, set_seed
 from ulmfit.core.contrastive import cosine_pair_loss, sup_con_loss, two_view_info_nce
 from ulmfit.errors import UlmfitError
+from ulmfit.text.choices import CONTRASTIVE_LOSSES
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.backbone import from_pretrained, layer_groups, load_tokenizer, resolve_lr_factor
 
@@ -209,7 +210,6 @@ def finetune_contrastive(model_path, texts, out_dir, *, valid_texts=None, epochs
 
 
 # ---- phase 3's first stage ------------------------------------------------------------------
-CONTRASTIVE_LOSSES = ("supcon", "pairs")
 
 
 def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, layer_decay=None,

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ulmfit.errors import UlmfitError
+from ulmfit.text.choices import LONG_DOCS
 from ulmfit.text.data.class_data import sortish_batches
 
 
@@ -62,9 +63,6 @@ class LabelMap:
 def _plain(x):
     """numpy scalars -> python values, so 3 and np.int64(3) are one label."""
     return x.item() if hasattr(x, "item") else x
-
-
-LONG_DOCS = ("truncate", "windows")
 
 
 def encode(tokenizer, texts: list[str], max_length: int, long_docs: str = "truncate"):

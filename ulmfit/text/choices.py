@@ -1,0 +1,7 @@
+"""The named choices of the text backends' options, in a module that imports nothing heavy: a recipe
+is checked against them when it is read (`ulmfit.phases.config`), and reading a recipe or printing
+`ulmfit --help` should not load torch."""
+
+VECTOR_LAYOUTS = ("concat", "project")   # model.vectors.layout (text/awd_lstm/vectors.py)
+LONG_DOCS = ("truncate", "windows")      # model.long_docs (text/transformers/data.py)
+CONTRASTIVE_LOSSES = ("supcon", "pairs")  # contrastive.loss (text/transformers/contrastive.py)
