@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ulmfit.errors import UlmfitError
-from ulmfit.text.choices import VECTOR_LAYOUTS as LAYOUTS
+from ulmfit.text.choices import VECTOR_LAYOUTS
 
-__all__ = ["WordVectors", "load_vectors", "embedding_from_vectors", "freeze_rows", "vocab_with_vectors", "LAYOUTS"]
+__all__ = ["WordVectors", "load_vectors", "embedding_from_vectors", "freeze_rows", "vocab_with_vectors"]
 
 VOCAB_SUFFIXES = (".txt", ".vocab", ".parquet")
 
@@ -237,8 +237,8 @@ def embedding_from_vectors(itos: list[str], vectors: WordVectors, emb_size: int,
     special tokens) the mean vector. ``concat``: vectors in the first d columns (d <= emb_size),
     uniform(-init_range, init_range) in the rest; ``project``: every column, through :func:`_lift`.
     The third value is how many leading columns hold the vectors (emb_size for ``project``)."""
-    if layout not in LAYOUTS:
-        raise UlmfitError(f"vectors layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if layout not in VECTOR_LAYOUTS:
+        raise UlmfitError(f"vectors layout {layout!r} is not one of {', '.join(VECTOR_LAYOUTS)}")
     d = vectors.dim
     if layout == "concat" and d > emb_size:
         raise UlmfitError(f"word vectors have {d} dimensions, more than the embedding's {emb_size}: use layout "
