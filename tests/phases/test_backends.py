@@ -98,6 +98,20 @@ def test_find_model_and_lineage_follow_a_recipe_run(tmp_path):
         runs.find_model(_touch(tmp_path / "nothing"))
 
 
+def test_checking_later_phase_folders_creates_nothing(tmp_path):
+    # `ulmfit run` checks every phase's folder before the first phase starts; the checks must not
+    # leave empty classifier/ or finetune_lm/ folders that look like runs while pretraining goes on.
+    later = tmp_path / "run" / "classifier"
+    assert runs.check_out_dir(later, create=False) == later
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UlmfitError, match=r"run/x cannot be made: .*afile is an existing file"):
+        runs.check_out_dir(tmp_path / "afile" / "run" / "x", create=False)
+    with pytest.raises(UlmfitError, match="afile is an existing file; choose a folder"):
+        runs.check_out_dir(tmp_path / "afile", create=False)
+    assert runs.check_out_dir(later) == later and later.is_dir()  # the default creates it
+
+
 def test_every_phase_writes_its_manifest(tiny_run):
     out, _ = tiny_run
     got = {p: json.loads((out / p / "run.json").read_text()) for p in ("pretrain", "finetune_lm", "classifier")}

@@ -73,7 +73,7 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
         raise UlmfitError("the recipe has no pretrain, finetune_lm or classifier section")
     for _, phase_cfg, _ in plan:
         if phase_cfg is not None:
-            check_out_dir(phase_cfg.out)
+            check_out_dir(phase_cfg.out, create=False)
     for name, phase_cfg, fn in plan:
         if phase_cfg is None:
             continue

@@ -93,15 +93,23 @@ def write_manifest(out: str | Path, kind: str, backend: str, phase: str, parent:
     return path
 
 
-def check_out_dir(path, what: str = "output folder") -> Path:
+def check_out_dir(path, what: str = "output folder", create: bool = True) -> Path:
     """Make sure ``path`` can hold outputs before any work starts: a folder (created if needed)
-    that this process can write to; one clear line otherwise."""
+    that this process can write to; one clear line otherwise. With ``create=False`` nothing is
+    created: the nearest folder that exists on the way to ``path`` must be writable (``ulmfit run``
+    checks its later phases' folders so, without leaving empty ones behind while earlier phases run)."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UlmfitError(f"{what} {out} is an existing file; choose a folder (--out)")
+    probe = out
+    while not create and not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        if probe == out:
+            raise UlmfitError(f"{what} {out} is an existing file; choose a folder (--out)")
+        raise UlmfitError(f"{what} {out} cannot be made: {probe} is an existing file; choose a folder (--out)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".ulmfit-write-check-"):
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".ulmfit-write-check-"):
             pass
     except OSError as e:
         raise UlmfitError(f"cannot write to {what} {out}: {e.strerror or e}") from None
