@@ -293,3 +293,20 @@ def test_clipped_epochs_report_the_pre_clip_gradient_norms():
     assert row["grad_norm_mean"] == pytest.approx(sum(seen) / 12)
     (row,) = make_trainer(clip=None).fit(build_strategy("full", 3, epochs=1, lr=1e-3))
     assert "grad_norm_mean" not in row and "grad_norm_max" not in row
+
+
+def test_epoch_rows_report_the_lr_of_the_last_step():
+    """An epoch row's ``lr`` is the top group's LR at the epoch's last step, as the schedule set it
+    (it used to repeat the stage's peak LR on every row)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, *_: seen.append(opt.param_groups[-1]["lr"]))
+    try:
+        t = make_trainer(bs=32)  # 384 examples: 12 steps an epoch
+        rows = t.fit(build_strategy("full", 3, epochs=2, lr=1e-2, schedule="one_cycle"))
+    finally:
+        handle.remove()
+    assert len(seen) == 24
+    assert [r["lr"] for r in rows] == [seen[11], seen[23]]
+    assert 1e-2 > rows[0]["lr"] > rows[1]["lr"] > 0

@@ -359,11 +359,18 @@ class Trainer:
         bar.close()
         train_loss = (acc.reduce(running, "mean") / max(n, 1)).item()
         row = {"epoch": epoch + 1, "stage": si, "stage_name": stage.name, "train_loss": train_loss,
-               "lr": lrs[-1], "train_steps": n, "epoch_s": time.time() - t0}
+               "lr": self._top_group_lr() if n else lrs[-1], "train_steps": n, "epoch_s": time.time() - t0}
         st = self._gn_stats
         if st["n"]:  # where gradients are clipped (the norm comes with the clip): spikes show here
             row.update(grad_norm_mean=float(st["sum"]) / st["n"], grad_norm_max=float(st["max"]))
         return row
+
+    def _top_group_lr(self) -> float:
+        """The LR the top layer group trained with at the last step (the schedule's value, not the
+        stage's peak): what an epoch row reports as ``lr``."""
+        groups = self.optimizer.param_groups
+        top = max(g.get("layer_group", 0) for g in groups)
+        return float(next(g["lr"] for g in groups if g.get("layer_group", 0) == top))
 
     # ---- outputs --------------------------------------------------------------------------
     def _log_row(self, row: dict) -> None:
