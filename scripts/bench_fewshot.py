@@ -14,7 +14,8 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   `classifier.self_training.mode: head`; no layer trains after the pairs).
   `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted head, no
   self-training. `ulmfit_probe`: that head, then gradual unfreezing with layer decay (LP-FT).
-  `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and gradual unfreezing (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
+  `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and gradual unfreezing
+  (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
   `ulmfit_pairs_head`: the pairs, then the head alone for 10 epochs; `ulmfit_self_train`:
   `GRADUAL`, then self-training of every layer on the data set's training texts (labels unused;
   `classifier.self_training.mode: all`).

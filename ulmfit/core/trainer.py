@@ -368,9 +368,7 @@ class Trainer:
     def _top_group_lr(self) -> float:
         """The LR the top layer group trained with at the last step (the schedule's value, not the
         stage's peak): what an epoch row reports as ``lr``."""
-        groups = self.optimizer.param_groups
-        top = max(g.get("layer_group", 0) for g in groups)
-        return float(next(g["lr"] for g in groups if g.get("layer_group", 0) == top))
+        return float(max(self.optimizer.param_groups, key=lambda g: g["layer_group"])["lr"])
 
     # ---- outputs --------------------------------------------------------------------------
     def _log_row(self, row: dict) -> None:

@@ -99,9 +99,10 @@ def check_out_dir(path, what: str = "output folder", create: bool = True) -> Pat
     created: the nearest folder that exists on the way to ``path`` must be writable (``ulmfit run``
     checks its later phases' folders so, without leaving empty ones behind while earlier phases run)."""
     out = Path(path)
-    probe = out
-    while not create and not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    probe = out  # the folder whose writability is tried: out itself, or the nearest that exists
+    if not create:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
     if probe.exists() and not probe.is_dir():
         if probe == out:
             raise UlmfitError(f"{what} {out} is an existing file; choose a folder (--out)")
