@@ -6,7 +6,7 @@ in-domain sentences; IMDb's training reviews are movie reviews like SST-2's, so 
 make one. The labels of the reviews are not read. Writes one sentence per line (a seeded sample,
 deduplicated, none of them an SST-2 sentence):
 
-  python scripts/prep_transfer_sentences.py --n 60000 --out runs/transfer/imdb_sentences.txt
+  python scripts/prep_transfer_sentences.py --n 100000 --out runs/transfer/imdb_sentences.txt
 
 Prints one JSON line: sentences read, kept, written.
 """

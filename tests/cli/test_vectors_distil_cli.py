@@ -55,10 +55,11 @@ def test_student_with_vectors_distils_the_teacher_and_beats_the_majority_class(t
     ulmfit("train-classifier", "-o", str(out), "-q", *_sets(
         *SMALL, f"data.train={labelled}", f"data.test={DATA / 'trec6' / 'test.csv'}",
         f"distil.teacher={t_out}", f"distil.texts={unlabelled}", "distil.max_texts=1000",
-        f"model.vectors.path={vec}", "model.vectors.min_freq=1"))
+        "distil.augment=1", f"model.vectors.path={vec}", "model.vectors.min_freq=1"))
     m = json.loads((out / "metrics.json").read_text())
     t = json.loads((t_out / "metrics.json").read_text())
-    assert m["distil_texts"] == 1000 and 0 < m["teacher_train_accuracy"] <= 1
+    # 1,000 transfer texts, then up to one changed copy of each of the 540 training questions
+    assert 1000 + 400 < m["distil_texts"] <= 1000 + 540 and 0 < m["teacher_train_accuracy"] <= 1
     assert 100 < m["peak_rss_mb"] < 24 * 1024  # every run reports its peak memory
     assert m["vector_words"] == 10  # every word of the vectors file is in the vocabulary
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set

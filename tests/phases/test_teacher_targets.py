@@ -67,3 +67,15 @@ def test_teacher_with_other_labels_or_none_loaded_is_refused(tmp_path):
         teacher_targets(cfg, lambda f: FakeTeacher(), ["a", "b", "c"], ["x"], np.array([0]), [], quiet=True)
     with pytest.raises(UlmfitError, match="run the phase through ulmfit"):
         teacher_targets(cfg, None, ["neg", "pos"], ["x"], np.array([0]), [], quiet=True)
+
+
+def test_augmented_copies_follow_the_transfer_sample(tmp_path):
+    f = tmp_path / "u.txt"
+    f.write_text("\n".join(f"text {i}" for i in range(50)))
+    labelled = ["a good film with a fine cast", "a dull film with a weak plot"]
+    cfg = DistilConfig(teacher="t", texts=str(f), max_texts=10, augment=3)
+    extra = transfer_texts(cfg, ["text"], 3, labelled)
+    assert extra[:10] == transfer_texts(DistilConfig(teacher="t", texts=str(f), max_texts=10), ["text"], 3)
+    copies = extra[10:]
+    assert 0 < len(copies) <= 6 and not set(copies) & set(labelled)
+    assert transfer_texts(DistilConfig(teacher="t", augment=2), ["text"], 0, labelled)  # copies without a file

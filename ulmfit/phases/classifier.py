@@ -123,7 +123,7 @@ def _setup(cfg: ClassifierConfig, quiet: bool, load_teacher=None) -> ClasSetup:
     log(f"train-classifier: {len(data.train)} train / {len(data.valid)} valid texts, {len(data.classes)} classes",
         quiet)
     # a teacher's unlabelled texts are training texts too: a new vocabulary learns their words
-    extra = transfer_texts(cfg.distil, d.text_cols, t.seed) if cfg.distil.teacher else []
+    extra = transfer_texts(cfg.distil, d.text_cols, t.seed, data.train.texts) if cfg.distil.teacher else []
     tokenizer, lm_cfg, vectors = _tokenizer_and_encoder(cfg, list(data.train.texts) + extra)
     model = AWDLSTMClassifier(classifier_encoder_config(lm_cfg, cfg.model.drop_mult), len(data.classes),
                               bptt=t.bptt, max_len=cfg.max_len, head_hidden=cfg.head_hidden,

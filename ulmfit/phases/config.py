@@ -164,7 +164,8 @@ class SelfTrainingConfig:
 
 @dataclass
 class DistilConfig:
-    RANGES = {"weight": FRACTION, "temperature": POSITIVE, "max_texts": AT_LEAST_1, "bs": AT_LEAST_1}
+    RANGES = {"weight": FRACTION, "temperature": POSITIVE, "max_texts": AT_LEAST_1, "augment": NON_NEGATIVE,
+              "bs": AT_LEAST_1}
 
     # a trained classifier (run or exported folder, any backbone) whose probabilities the student
     # learns too (None: no distillation)
@@ -173,6 +174,9 @@ class DistilConfig:
     weight: float = 0.5                # share of the teacher's soft targets in the loss (0: plain cross-entropy)
     temperature: float = 2.0           # softens teacher and student alike
     max_texts: int | None = None       # label at most this many unlabelled texts (a seeded sample)
+    # changed copies of each labelled text (words left out or swapped, n-gram samples; Tang et al.
+    # 2019) that the teacher labels too: more texts near the task's own (0: none)
+    augment: int = 0
     bs: int = 64                       # the teacher's prediction batch
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.common import hush_transformers, log, unlabelled_texts
+from ulmfit.text.data.augment import augmented_copies
 from ulmfit.text.data.cache import file_hash, texts_hash
 
 CHUNK = 1024  # texts the teacher labels between two progress-bar updates
@@ -28,14 +29,17 @@ class SoftTargets:
     info: dict = field(default_factory=dict)
 
 
-def transfer_texts(dcfg, text_cols: list[str], seed: int) -> list[str]:
-    """The unlabelled texts the teacher labels: ``dcfg.texts``, a seeded sample of ``dcfg.max_texts``."""
-    if not dcfg.texts:
-        return []
-    extra = unlabelled_texts(dcfg.texts, text_cols, "classifier.distil.texts")
-    if dcfg.max_texts and len(extra) > dcfg.max_texts:
-        keep = np.sort(np.random.default_rng(seed).choice(len(extra), dcfg.max_texts, replace=False))
-        extra = [extra[i] for i in keep]
+def transfer_texts(dcfg, text_cols: list[str], seed: int, labelled: list[str] = ()) -> list[str]:
+    """The unlabelled texts the teacher labels: ``dcfg.texts`` (a seeded sample of ``dcfg.max_texts``),
+    then ``dcfg.augment`` changed copies of each ``labelled`` text."""
+    extra = []
+    if dcfg.texts:
+        extra = unlabelled_texts(dcfg.texts, text_cols, "classifier.distil.texts")
+        if dcfg.max_texts and len(extra) > dcfg.max_texts:
+            keep = np.sort(np.random.default_rng(seed).choice(len(extra), dcfg.max_texts, replace=False))
+            extra = [extra[i] for i in keep]
+    if dcfg.augment:
+        extra += augmented_copies(list(labelled), dcfg.augment, seed)
     return extra
 
 
