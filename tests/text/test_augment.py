@@ -24,6 +24,8 @@ def test_copies_are_seeded_new_and_made_of_the_texts_words():
 def test_each_rule_alone():
     # nothing changed: every copy equals its text, so none is kept
     assert augmented_copies(TEXTS, 3, 0, p_drop=0, p_swap=0, p_ngram=0) == []
+    # a text spaced otherwise is the same text, not a changed copy
+    assert augmented_copies(["the  cast is\tsuperb "], 3, 0, p_drop=0, p_swap=0, p_ngram=0) == []
     # every word left out: nothing left to keep
     assert augmented_copies(TEXTS, 3, 0, p_drop=1, p_swap=0, p_ngram=0) == []
     # words left out only: each copy is its text with some words missing, in order

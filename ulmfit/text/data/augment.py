@@ -23,7 +23,7 @@ def augmented_copies(texts: list[str], copies: int, seed: int, p_drop: float = 0
     rng = np.random.default_rng(seed)
     split = [t.split() for t in texts]
     pool = [w for words in split for w in words]
-    seen = set(texts)
+    seen = set(texts) | {" ".join(words) for words in split}  # a text with other spacing is no copy either
     out = []
     for words in split:
         if not words:
