@@ -89,6 +89,8 @@ def test_bad_teachers_and_vectors_are_one_line_exit_2(teacher):
          "more than the embedding's 60"),
         ([f"data.train={labelled}", "model.vectors.path=kumo_nothing_here"], "no such file or folder"),
         ([f"data.train={labelled}", "model.vectors.path=x", "model.vectors.layout=stack"], "vectors.layout"),
+        ([f"data.train={labelled}", f"distil.teacher={t_out}", "distil.loss=l2"],
+         "classifier.distil.loss 'l2' is not one of kl, mse"),
     ]
     for sets, message in cases:
         r = ulmfit("train-classifier", "-o", str(tmp / "bad_out"), "-q", "--force", *_sets(*SMALL, *sets),

@@ -39,6 +39,14 @@ from ulmfit.core.train_config import Hooks, TrainConfig
 from ulmfit.errors import Interrupted, UlmfitError
 
 
+def _length(loader) -> int | None:
+    """Batches in ``loader`` for a progress bar; None where it cannot say (an iterable dataset)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 @dataclass
 class Trainer:
     model: nn.Module
@@ -238,7 +246,10 @@ class Trainer:
         # accelerate's loaders give every rank the same number of equal batches (per-batch gather);
         # a domain iterable may not (sorted-length classification batches): gather once at the end
         per_batch = isinstance(loader, torch.utils.data.DataLoader) or acc.num_processes == 1
-        for batch in loader:
+        from tqdm.auto import tqdm
+
+        for batch in tqdm(loader, total=_length(loader), desc=prefix, leave=False, dynamic_ncols=True,
+                          disable=not (self.config.progress and acc.is_main_process)):
             loss, output, targets = self._loss(batch, train=False, full_precision=full_precision)
             token_level = targets.ndim == 2 and not targets.is_floating_point()
             # token-level targets (LMs) count real tokens; -100 marks ignored positions (MLM)

@@ -148,7 +148,8 @@ def _setup(cfg: ClassifierConfig, quiet: bool, load_teacher=None) -> ClasSetup:
         soft = teacher_targets(cfg.distil, load_teacher, data.classes, train_texts, train_labels, extra, quiet,
                                cache.dir if cache else None)
         train_texts, train_labels, info = soft.texts, soft.rows, {**info, **soft.info}
-        loss = soft_targets_loss(len(data.classes), cfg.distil.weight, cfg.distil.temperature)
+        loss = soft_targets_loss(len(data.classes), cfg.distil.weight, cfg.distil.temperature,
+                                 cfg.distil.loss)
     train = mk(train_texts, train_labels, True, str(d.train))
     valid = mk(data.valid.texts, data.valid.labels, False, str(d.valid or d.train))
     test_ids = _ids(clf, data.test.texts, str(d.test), d.strict, cache) if data.test else None

@@ -172,12 +172,21 @@ class DistilConfig:
     teacher: str | None = None
     texts: str | None = None           # unlabelled texts of the domain the teacher labels as well (file or folder)
     weight: float = 0.5                # share of the teacher's soft targets in the loss (0: plain cross-entropy)
-    temperature: float = 2.0           # softens teacher and student alike
+    temperature: float = 2.0           # softens teacher and student alike (loss kl)
+    # the soft term: kl (Hinton et al.: KL divergence of the softened probabilities) or mse (Tang et
+    # al.: squared error between the student's logits and the teacher's log-probabilities, centred)
+    loss: str = "kl"
     max_texts: int | None = None       # label at most this many unlabelled texts (a seeded sample)
     # changed copies of each labelled text (words left out or swapped, n-gram samples; Tang et al.
     # 2019) that the teacher labels too: more texts near the task's own (0: none)
     augment: int = 0
     bs: int = 64                       # the teacher's prediction batch
+
+    def __post_init__(self):
+        from ulmfit.text.choices import DISTIL_LOSSES
+
+        if self.loss not in DISTIL_LOSSES:
+            raise UlmfitError(f"classifier.distil.loss {self.loss!r} is not one of {', '.join(DISTIL_LOSSES)}")
 
 
 @dataclass

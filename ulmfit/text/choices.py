@@ -5,3 +5,4 @@ is checked against them when it is read (`ulmfit.phases.config`), and reading a 
 VECTOR_LAYOUTS = ("concat", "project")   # model.vectors.layout (text/awd_lstm/vectors.py)
 LONG_DOCS = ("truncate", "windows")      # model.long_docs (text/transformers/data.py)
 CONTRASTIVE_LOSSES = ("supcon", "pairs")  # contrastive.loss (text/transformers/contrastive.py)
+DISTIL_LOSSES = ("kl", "mse")            # classifier.distil.loss (core/distillation.py SOFT_LOSSES)
