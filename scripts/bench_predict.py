@@ -49,7 +49,7 @@ def random_classifier(arch: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="a train-classifier output folder (default: random `small`)")
+    ap.add_argument("--model", help="a train-classifier output folder or an ensemble (default: random `small`)")
     ap.add_argument("--arch", default="small")
     ap.add_argument("--n", type=int, default=2000, help="IMDb test reviews (25,000 for the full set)")
     ap.add_argument("--bs", default="64", help="comma-separated batch sizes")
@@ -81,7 +81,9 @@ def main() -> None:
             ref = probs if ref is None else ref
             row = {"measurement": "predict", "model": args.model or f"random-{args.arch}", "precision": precision,
                    "docs": len(texts), "docs_from": args.docs,
-                   "tokens": None if ids is None else int(sum(len(i) for i in ids)), "bs": bs, "threads": args.threads,
+                   # an ensemble's encode passes the texts through (each member tokenizes): no count
+                   "tokens": None if ids is None or isinstance(ids[0], str) else int(sum(len(i) for i in ids)),
+                   "bs": bs, "threads": args.threads,
                    "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
                    "docs_per_second": round(len(texts) / secs, 1),
                    "max_prob_diff_vs_first": float(np.abs(probs - ref).max()),

@@ -11,6 +11,8 @@ from ulmfit.errors import UlmfitError
 from ulmfit.phases import backward_recipe
 from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.phases import load_classifier
+from ulmfit.phases.use import with_precision
+from ulmfit.text.awd_lstm.quantize import int8_available
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
 
 
@@ -78,3 +80,16 @@ def test_members_must_share_classes(ensemble_run, tmp_path):
     other = TextClassifier(fwd.model, fwd.tokenizer, list(reversed(fwd.classes)))
     with pytest.raises(UlmfitError, match="disagree"):
         EnsembleClassifier([fwd, other])
+
+
+@pytest.mark.skipif(not int8_available(), reason="no CPU int8 engine in this torch build")
+def test_ensemble_predicts_with_int8_members_by_default(ensemble_run):
+    out, _ = ensemble_run
+    ens = load_classifier(out / "ensemble")
+    fast = with_precision(ens, "auto")
+    assert isinstance(fast, EnsembleClassifier) and fast is not ens
+    texts = pd.read_csv(DATA / "trec6" / "test.csv")["text"].tolist()[:50]
+    want = np.mean([m.int8().predict_proba(texts) for m in ens.members], axis=0)
+    np.testing.assert_allclose(fast.predict_proba(texts), want, atol=1e-6)
+    assert np.abs(fast.predict_proba(texts) - ens.predict_proba(texts)).max() < 0.1
+    assert with_precision(ens, "fp32") is ens

@@ -58,6 +58,10 @@ class EnsembleClassifier:
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
+    def int8(self) -> "EnsembleClassifier":
+        """The same ensemble with every member's int8 CPU copy (members that have one)."""
+        return EnsembleClassifier([m.int8() if hasattr(m, "int8") else m for m in self.members])
+
     def to(self, device) -> "EnsembleClassifier":
         for m in self.members:
             m.to(device)

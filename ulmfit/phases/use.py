@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ulmfit.core.device import resolve_device
+from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.core.threads import fit_to_cores
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
@@ -101,8 +102,11 @@ PRECISIONS = ("auto", "fp32", "int8")
 
 def with_precision(clf, precision: str):
     """The classifier to predict with: int8 LSTM weights for an AWD-LSTM classifier on the CPU
-    (``auto`` where the CPU has an int8 engine), else as loaded."""
-    awd_on_cpu = isinstance(clf, TextClassifier) and next(clf.model.parameters()).device.type == "cpu"
+    (``auto`` where the CPU has an int8 engine), else as loaded. An ensemble of AWD-LSTM classifiers
+    (forward + backward) goes to int8 member by member."""
+    members = clf.members if isinstance(clf, EnsembleClassifier) else [clf]
+    awd_on_cpu = all(isinstance(m, TextClassifier) and next(m.model.parameters()).device.type == "cpu"
+                     for m in members)
     if precision == "int8" and not awd_on_cpu:
         raise UlmfitError("--precision int8 is for AWD-LSTM classifiers on the CPU; use fp32 (or auto)")
     if precision == "int8" or (precision == "auto" and awd_on_cpu and int8_available()):
