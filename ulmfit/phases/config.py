@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ulmfit.errors import UlmfitError
 from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, PORTION, POSITIVE,  # noqa: F401
-                                     apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
+                                     Choices, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
+from ulmfit.text.choices import CONTRASTIVE_LOSSES, DISTIL_LOSSES, LONG_DOCS, VECTOR_LAYOUTS
 
 
 @dataclass
@@ -54,7 +54,8 @@ class TokenizerConfig:
 
 
 @dataclass
-class VectorsConfig:
+class VectorsConfig(Choices):
+    SECTION, CHOICES = "vectors", {"layout": VECTOR_LAYOUTS}
     RANGES = {"scale": POSITIVE, "min_freq": AT_LEAST_1, "extra_words": NON_NEGATIVE, "max_words": AT_LEAST_1}
 
     # GloVe-style text file, a .npy with its vocabulary (.txt / .parquet), a folder holding them, an
@@ -68,15 +69,10 @@ class VectorsConfig:
     extra_words: int = 0               # the vectors' n most frequent words join the vocabulary even when the data lacks them
     max_words: int | None = None       # read only the first n vectors (the most frequent words)
 
-    def __post_init__(self):
-        from ulmfit.text.choices import VECTOR_LAYOUTS
-
-        if self.layout not in VECTOR_LAYOUTS:
-            raise UlmfitError(f"vectors.layout {self.layout!r} is not one of {', '.join(VECTOR_LAYOUTS)}")
-
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Choices):
+    SECTION, CHOICES = "model", {"long_docs": LONG_DOCS}
     RANGES = {"emb_size": AT_LEAST_1, "n_hid": AT_LEAST_1, "n_layers": AT_LEAST_1, "drop_mult": NON_NEGATIVE,
               "layer_decay": POSITIVE, "max_length": AT_LEAST_1, "blocks_per_group": AT_LEAST_1, "head_lr": POSITIVE}
 
@@ -102,15 +98,10 @@ class ModelConfig:
     # awd_lstm: pretrained word vectors for a new embedding (pretrain, or a classifier with no encoder)
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
 
-    def __post_init__(self):
-        from ulmfit.text.choices import LONG_DOCS
-
-        if self.long_docs not in LONG_DOCS:
-            raise UlmfitError(f"model.long_docs {self.long_docs!r} is not one of {', '.join(LONG_DOCS)}")
-
 
 @dataclass
-class ContrastiveConfig:
+class ContrastiveConfig(Choices):
+    SECTION, CHOICES = "contrastive", {"loss": CONTRASTIVE_LOSSES}
     RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False),
               "pairs_per_example": AT_LEAST_1, "layer_decay": (0, False, 1, True)}
 
@@ -121,12 +112,6 @@ class ContrastiveConfig:
     temperature: float = 0.1           # supcon: softmax temperature of the cosine similarities
     bs: int = 16                       # supcon: texts per batch (each seen twice); pairs: pairs per batch
     pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
-
-    def __post_init__(self):
-        from ulmfit.text.choices import CONTRASTIVE_LOSSES
-
-        if self.loss not in CONTRASTIVE_LOSSES:
-            raise UlmfitError(f"contrastive.loss {self.loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
 
 
 @dataclass
@@ -140,7 +125,8 @@ class LinearProbeConfig:
 
 
 @dataclass
-class SelfTrainingConfig:
+class SelfTrainingConfig(Choices):
+    SECTION, CHOICES = "self_training", {"mode": ("all", "head")}
     RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "top_fraction": PORTION, "pool": AT_LEAST_1,
               "epochs": POSITIVE, "lr": POSITIVE}
 
@@ -157,13 +143,10 @@ class SelfTrainingConfig:
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
 
-    def __post_init__(self):
-        if self.mode not in ("all", "head"):
-            raise UlmfitError(f"self_training.mode {self.mode!r} is not one of all, head")
-
 
 @dataclass
-class DistilConfig:
+class DistilConfig(Choices):
+    SECTION, CHOICES = "classifier.distil", {"loss": DISTIL_LOSSES}
     RANGES = {"weight": FRACTION, "temperature": POSITIVE, "max_texts": AT_LEAST_1, "augment": NON_NEGATIVE,
               "bs": AT_LEAST_1}
 
@@ -181,12 +164,6 @@ class DistilConfig:
     # 2019) that the teacher labels too: more texts near the task's own (0: none)
     augment: int = 0
     bs: int = 64                       # the teacher's prediction batch
-
-    def __post_init__(self):
-        from ulmfit.text.choices import DISTIL_LOSSES
-
-        if self.loss not in DISTIL_LOSSES:
-            raise UlmfitError(f"classifier.distil.loss {self.loss!r} is not one of {', '.join(DISTIL_LOSSES)}")
 
 
 @dataclass

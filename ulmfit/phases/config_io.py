@@ -146,6 +146,19 @@ def _in_range(v, r) -> bool:
     return (lo is None or v > lo or (lo_ok and v == lo)) and (hi is None or v < hi or (hi_ok and v == hi))
 
 
+class Choices:
+    """Base of the config sections with fields that take one of a few names: ``CHOICES`` maps such a
+    field to its names, checked whenever the section is made (``SECTION`` names it in the error)."""
+    SECTION: str = ""
+    CHOICES: dict = {}
+
+    def __post_init__(self):
+        for name, allowed in self.CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UlmfitError(f"{self.SECTION}.{name} {value!r} is not one of {', '.join(allowed)}")
+
+
 def check_ranges(obj, where: str = "") -> None:
     """Refuse a number outside its field's range (``RANGES`` of the dataclass), naming the key."""
     for name, r in getattr(type(obj), "RANGES", {}).items():
