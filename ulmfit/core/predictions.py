@@ -59,8 +59,9 @@ class EnsembleClassifier:
         return prediction_rows(self, texts, self.predict_proba(texts, bs=bs), top_k)
 
     def int8(self) -> "EnsembleClassifier":
-        """The same ensemble with every member's int8 CPU copy (members that have one)."""
-        return EnsembleClassifier([m.int8() if hasattr(m, "int8") else m for m in self.members])
+        """The same ensemble with every member's int8 CPU copy (members are AWD-LSTM classifiers:
+        only that backend makes ensembles)."""
+        return EnsembleClassifier([m.int8() for m in self.members])
 
     def to(self, device) -> "EnsembleClassifier":
         for m in self.members:

@@ -39,14 +39,6 @@ from ulmfit.core.train_config import Hooks, TrainConfig
 from ulmfit.errors import Interrupted, UlmfitError
 
 
-def _length(loader) -> int | None:
-    """Batches in ``loader`` for a progress bar; None where it cannot say (an iterable dataset)."""
-    try:
-        return len(loader)
-    except TypeError:
-        return None
-
-
 @dataclass
 class Trainer:
     model: nn.Module
@@ -248,7 +240,8 @@ class Trainer:
         per_batch = isinstance(loader, torch.utils.data.DataLoader) or acc.num_processes == 1
         from tqdm.auto import tqdm
 
-        for batch in tqdm(loader, total=_length(loader), desc=prefix, leave=False, dynamic_ncols=True,
+        # tqdm takes the total from len(loader) where the loader has one
+        for batch in tqdm(loader, desc=prefix, leave=False, dynamic_ncols=True,
                           disable=not (self.config.progress and acc.is_main_process)):
             loss, output, targets = self._loss(batch, train=False, full_precision=full_precision)
             token_level = targets.ndim == 2 and not targets.is_floating_point()
