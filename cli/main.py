@@ -178,12 +178,14 @@ def generate(model: str = typer.Argument(..., help="A language-model folder (pre
 def run(config: str = typer.Argument(..., help="A recipe with pretrain / finetune_lm / classifier sections."),
         set_: Optional[List[str]] = SET, out: Optional[str] = OUT,
         force: bool = typer.Option(False, "--force", help="Re-run phases whose output already exists."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted phase from its last "
+                                    "checkpoint (after an epoch, or inside one every train.checkpoint_minutes)."),
         quiet: bool = QUIET):
     """Run every phase of a recipe in order, skipping phases whose output already exists."""
     from ulmfit import phases
 
     cfg = phases.recipe_config(config, set_, out)
-    _emit(phases.run_recipe(cfg, force=force, quiet=quiet))
+    _emit(phases.run_recipe(cfg, force=force, quiet=quiet, resume=resume))
 
 
 @app.command()
@@ -252,14 +254,43 @@ def _is_usage_error(e: BaseException) -> bool:
                for c in type(e).__mro__) and callable(getattr(e, "show", None))
 
 
+_STOPPED = {"by": None}
+
+
+def _on_sigterm(signum, frame):
+    """``kill`` (or a scheduler taking the machine back) stops a run as Ctrl-C does: at its last
+    checkpoint, with the line that says how to resume; exit code 143 (128 + SIGTERM)."""
+    _STOPPED["by"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def _interrupted_code() -> int:
+    return 143 if _STOPPED["by"] == "SIGTERM" else 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; maps errors to exit codes: 2 bad usage or input, 130 interrupted, 1 a bug."""
+    """Console entry point; maps errors to exit codes: 2 bad usage or input, 130 interrupted (143 on
+    SIGTERM), 1 a bug."""
+    import signal
+    import threading
+
+    _STOPPED["by"] = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if before is not None:  # None: a handler not set from Python, or not the main thread
+            signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
         return code if isinstance(code, int) else 0
     except Interrupted as e:
         print(str(e), file=sys.stderr)
-        return 130
+        return _interrupted_code()
     except UlmfitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -267,14 +298,14 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupted_code()
     except Exception as e:  # noqa: BLE001
         if _is_usage_error(e):
             e.show()
             return 2
         if type(e).__name__ == "Abort":  # click's Ctrl-C (its own or typer's copy of click)
             print("interrupted", file=sys.stderr)
-            return 130
+            return _interrupted_code()
         if type(e).__name__ == "Exit":  # typer.Exit raised outside click's handling
             return int(getattr(e, "exit_code", 0) or 0)
         import traceback

@@ -47,21 +47,28 @@ def test_gradual_unfreezing_leaves_frozen_groups_bit_identical():
         assert torch.equal(b, a) == (id(p) not in p2)
 
 
-def crash_after(trainer, stages, n_epochs):
-    """Run `stages` and kill the run (KeyboardInterrupt) once n_epochs epochs are done."""
-    orig = trainer._train_epoch
-    calls = {"n": 0}
+def crash(trainer, method: str, stages, n_calls: int) -> str:
+    """Run `stages` with the trainer's `method` raising KeyboardInterrupt at call n_calls + 1 (a kill);
+    returns the Interrupted message."""
+    orig, calls = getattr(trainer, method), {"n": 0}
 
-    def epoch(*a, **k):
-        if calls["n"] == n_epochs:
+    def wrapped(*a, **k):
+        if calls["n"] == n_calls:
             raise KeyboardInterrupt
         calls["n"] += 1
         return orig(*a, **k)
 
-    trainer._train_epoch = epoch
-    with pytest.raises(Interrupted, match=f"interrupted at epoch {n_epochs + 1} step 0; the checkpoint after "
-                                          f"epoch {n_epochs} is kept; resume with --resume"):
+    setattr(trainer, method, wrapped)
+    with pytest.raises(Interrupted) as e:
         trainer.fit(stages)
+    return str(e.value)
+
+
+def crash_after(trainer, stages, n_epochs):
+    """Kill the run once n_epochs epochs are done."""
+    assert crash(trainer, "_train_epoch", stages, n_epochs) == (
+        f"interrupted at epoch {n_epochs + 1} step 0; the checkpoint ckpt-{n_epochs} (after epoch {n_epochs}) "
+        "is kept; resume with --resume")
 
 
 @pytest.mark.parametrize("strategy,epochs,kill_after", [("gradual", [1, 2], 1), ("full", 3, 2)])
@@ -77,6 +84,70 @@ def test_resume_equals_uninterrupted(tmp_path, strategy, epochs, kill_after):
     assert [r["valid_loss"] for r in hist] == [r["valid_loss"] for r in ref]
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+TIMING = ("elapsed_s", "epoch_s")
+
+
+def crash_at_step(trainer, stages, n_steps):
+    """Kill the run as its optimizer step n_steps + 1 begins."""
+    return crash(trainer, "train_step", stages, n_steps)
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_mid_epoch_resume_equals_uninterrupted(tmp_path, grad_accum):
+    # 384 rows in batches of 32: 12 steps an epoch (6 with grad_accum 2); a checkpoint every 4 steps
+    spe = 12 // grad_accum
+    stages = build_strategy("gradual", 3, epochs=[1, 2], lr=1e-2, schedule="stlr")
+    ref = make_trainer(out_dir=tmp_path / "a", grad_accum=grad_accum, checkpoint_steps=4)
+    ref_hist = ref.fit(stages)
+    msg = crash_at_step(make_trainer(out_dir=tmp_path / "b", grad_accum=grad_accum, checkpoint_steps=4),
+                        stages, spe + 5)
+    assert msg == ("interrupted at epoch 2 step 6; the checkpoint ckpt-1-4 (after epoch 1, step 4) is kept; "
+                   "resume with --resume")
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["ckpt-1-4", "latest"]
+    resumed = make_trainer(out_dir=tmp_path / "b", grad_accum=grad_accum, checkpoint_steps=4)
+    hist = resumed.fit(stages, resume=True)
+    for a, b in zip(full_rows(ref_hist), full_rows(hist)):
+        assert a == b  # the same losses, gradient norms and learning rates, row by row
+    assert [r["train_steps"] for r in hist] == [spe] * 3
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    assert ckpt.latest_checkpoint(tmp_path / "b" / "checkpoints").name == "ckpt-3"
+
+
+def test_mid_epoch_resume_refuses_an_epoch_that_got_shorter(tmp_path):
+    stages = build_strategy("full", 3, epochs=2, lr=1e-2)
+    crash_at_step(make_trainer(out_dir=tmp_path, checkpoint_steps=4), stages, 9)  # saved at step 8
+    shorter = make_trainer(out_dir=tmp_path, checkpoint_steps=4, max_steps_per_epoch=6)
+    with pytest.raises(UlmfitError, match="8 steps into an epoch that now has fewer"):
+        shorter.fit(stages, resume=True)
+
+
+def full_rows(hist):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in hist]
+
+
+def test_mid_epoch_checkpoint_every_few_minutes(tmp_path, monkeypatch):
+    # a clock that moves 10 minutes a step: with checkpoint_minutes 25 a save lands every third step
+    import ulmfit.core.trainer as trainer_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(trainer_mod.time, "time", lambda: clock["t"])
+    t = make_trainer(out_dir=tmp_path, checkpoint_minutes=25)
+    orig = t.train_step
+
+    def step(*a, **k):
+        clock["t"] += 600
+        return orig(*a, **k)
+
+    t.train_step = step
+    saved = []
+    real_save = ckpt.save_training_state
+    monkeypatch.setattr(ckpt, "save_training_state",
+                        lambda *a, **k: saved.append(a[7]["step"] if a[7:] and a[7] else "end") or real_save(*a, **k))
+    t.fit(build_strategy("full", 3, epochs=1, lr=1e-2))
+    assert saved == [3, 6, 9, "end"]  # step 12 ends the epoch: the epoch's own checkpoint
 
 
 def test_atomic_write_survives_crash(tmp_path):
@@ -237,6 +308,9 @@ def test_two_processes_match_one(tmp_path):
     r1 = json.loads((tmp_path / "two" / "rank1.json").read_text())
     assert one["num_processes"] == 1 and r0["num_processes"] == 2
     assert r0["weights"] == r1["weights"]  # ranks in sync, bit for bit
+    # checkpoints inside epochs by rank 0's clock, every 2 steps (log_every): all ranks saved together
+    # (else a hang), and saving changed nothing the run computed (compared with one process below)
+    assert r0["saved"] == ["ckpt-0-2", "ckpt-0-4", "ckpt-1", "ckpt-1-2", "ckpt-1-4", "ckpt-2"] and r1["saved"] == []
     # same global batch: equal up to float summation order (tolerance 1e-5)
     assert r0["valid_loss"] == pytest.approx(one["valid_loss"], abs=1e-5)
     # an evaluation iterable with 2 batches on one rank, 1 on the other: no hang, same figures

@@ -1,6 +1,7 @@
 """Checkpoints: weights in safetensors, training state in a weights-only torch file, written atomically.
 
-A checkpoint is a folder `ckpt-<epoch>` holding `model.safetensors` and `state.pt`. It is written
+A checkpoint is a folder `ckpt-<epoch>` (after that many epochs) or `ckpt-<epoch>-<step>` (``step``
+optimizer steps into the next one) holding `model.safetensors` and `state.pt`. It is written
 under a temporary name and renamed into place, then the `latest` pointer file is replaced
 atomically, so a kill at any moment leaves either the old checkpoint or the new one, never a
 half-written file that looks valid. Nothing here unpickles arbitrary objects.
@@ -104,12 +105,19 @@ def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) 
     model.load_state_dict(full, strict=False)
 
 
-def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state: dict, keep: int = 1) -> Path:
-    """Write checkpoint `epoch` under `root` and point `root/latest` at it; keep the newest `keep`."""
+def _ckpt_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(x) for x in path.name[5:].split("-"))
+
+
+def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state: dict, keep: int = 1,
+                    step: int = 0) -> Path:
+    """Write checkpoint `epoch` (`step` steps into the next epoch, when not 0) under `root` and point
+    `root/latest` at it; keep the newest `keep`."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"ckpt-{epoch}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".ckpt-{epoch}.", dir=root))
+    name = f"ckpt-{epoch}-{step}" if step else f"ckpt-{epoch}"
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         save_file(weights_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         torch.save(state, tmp / "state.pt")
@@ -120,7 +128,8 @@ def save_checkpoint(root: str | Path, epoch: int, model: torch.nn.Module, state:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(root / "latest", final.name)
-    ckpts = sorted((p for p in root.glob("ckpt-*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+    ckpts = sorted((p for p in root.glob("ckpt-*") if p.is_dir() and re.fullmatch(r"ckpt-\d+(-\d+)?", p.name)),
+                   key=_ckpt_key)
     for old in ckpts[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -175,11 +184,19 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
         raise UlmfitError(f"cannot read training state {path / 'state.pt'}: {load_error_text(e)}") from None
 
 
-def save_training_state(out_dir: Path, epoch: int, model, optimizer, history: list[dict], best, bad_epochs: int):
-    """The resumable state after ``epoch``: weights, optimizer, RNGs, history, early-stopping state."""
+def save_training_state(out_dir: Path, epoch: int, model, optimizer, history: list[dict], best, bad_epochs: int,
+                        partial: dict | None = None, carry: list | None = None) -> Path:
+    """The resumable state after ``epoch``: weights, optimizer, RNGs, history, early-stopping state.
+    Inside an epoch, ``partial`` holds the next epoch's progress: ``step`` (optimizer steps done) and
+    the sums its row is made of (floats only); ``carry`` the tensors the model carries between batches."""
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": rng_state(),
              "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs}
-    save_checkpoint(Path(out_dir) / "checkpoints", epoch, model, state)
+    if partial:
+        state["partial"] = json.dumps(partial)
+    if carry is not None:
+        state["carry"] = [t.detach().cpu() for t in carry]
+    step = int(partial["step"]) if partial else 0
+    return save_checkpoint(Path(out_dir) / "checkpoints", epoch, model, state, step=step)
 
 
 def load_training_state(out_dir: Path, model, optimizer) -> dict | None:
@@ -190,8 +207,12 @@ def load_training_state(out_dir: Path, model, optimizer) -> dict | None:
     state = load_checkpoint(path, model)
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
+    partial = json.loads(state["partial"]) if state.get("partial") else None
+    if partial is not None:
+        partial["rng"] = state["rng"]  # restored again once the epoch's first steps are skipped
+        partial["carry"] = state.get("carry")
     return {"epoch": int(state["epoch"]), "history": json.loads(state["history"]), "best": state.get("best"),
-            "bad_epochs": int(state.get("bad_epochs", 0)), "path": path}
+            "bad_epochs": int(state.get("bad_epochs", 0)), "path": path, "partial": partial}
 
 
 def append_metrics(out_dir: Path, row: dict, history: list[dict]) -> None:

@@ -26,6 +26,8 @@ class TrainConfig:
     log_every: int = 10
     cpu: bool = False                       # force the CPU even where a GPU is available
     checkpoint: bool = True                 # write a resumable checkpoint after each epoch (needs out_dir)
+    checkpoint_minutes: float | None = 30.0 # and inside an epoch at least this often (long epochs on a CPU)
+    checkpoint_steps: int | None = None     # and inside an epoch every this many steps
     num_threads: int | None = None          # torch CPU threads (None: torch's default)
 
 
@@ -40,6 +42,8 @@ class Hooks:
     - predict(output) -> tensor of predictions for metric functions (default argmax(-1)).
     - forward(model, inputs, targets, train) -> output: how to call the model (default
       `model(inputs)`); e.g. an LM that fuses its decoder with the loss when given the targets.
+    - get_carry(model) -> list of tensors the model carries from one batch to the next (an RNN LM's
+      hidden state), kept by checkpoints inside an epoch; set_carry(model, tensors) puts them back.
     """
 
     split_batch: Callable | None = None
@@ -49,3 +53,5 @@ class Hooks:
     lr_scale: Callable | None = None
     predict: Callable | None = None
     forward: Callable | None = None
+    get_carry: Callable | None = None
+    set_carry: Callable | None = None

@@ -2,8 +2,9 @@
 
 For each stage of a strategy: set which layer groups train; for each epoch and batch: schedule
 step, forward, loss (+ a model's extra loss such as AR/TAR), backward, clip, optimizer step;
-evaluate; write metrics; checkpoint. The same code runs on a CPU, one GPU, or many processes
-(DDP over gloo or NCCL): `torchrun --nproc_per_node N script.py` or `accelerate launch`.
+evaluate; write metrics; checkpoint after each epoch and inside long ones (core/resume.py). The same
+code runs on a CPU, one GPU, or many processes (DDP over gloo or NCCL): `torchrun --nproc_per_node N
+script.py` or `accelerate launch`.
 
 Under several processes the model is wrapped in DDP anew at each stage, over the parameters
 that train in that stage, so a group unfrozen later is synchronised without the slow
@@ -27,12 +28,13 @@ import torch
 from torch import nn
 
 from ulmfit.core import checkpoint as ckpt
+from ulmfit.core import evaluation
+from ulmfit.core.resume import describe, mid_epoch_due
 from ulmfit.core.checkpoint import append_metrics
-from ulmfit.core.accel import (allow_new_precision, cat_numpy, gather_ragged, resolve_mixed_precision,
-                               shutdown_distributed)
+from ulmfit.core.accel import allow_new_precision, resolve_mixed_precision, shutdown_distributed
 from ulmfit.core.groups import LayerGroups, lr_spec_to_list, set_group_lrs
 from ulmfit.core.schedules import make_schedule
-from ulmfit.core.seed import set_seed
+from ulmfit.core.seed import set_rng_state, set_seed
 from ulmfit.core.strategies import Stage
 from ulmfit.core.threads import ThreadGovernor
 from ulmfit.core.train_config import Hooks, TrainConfig
@@ -209,99 +211,50 @@ class Trainer:
                     return
 
     # ---- evaluation ----------------------------------------------------------------------
-    @torch.no_grad()
-    def _share_buffers(self) -> None:
-        """Rank 0's buffers (BatchNorm running statistics) on every rank before evaluating: DDP copies
-        them only before a training forward, so after the last step each rank holds its own batch's
-        update, and rank 1 would score a model slightly unlike the one rank 0 saves."""
-        import torch.distributed as dist
-
-        for b in self.model.buffers():
-            dist.broadcast(b.data, src=0)
-
-    @torch.no_grad()
     def evaluate(self, loader=None, prefix: str = "valid", full_precision: bool = False) -> dict:
         """Loss and metrics over ``loader`` (default: the validation loader). ``full_precision``
         runs outside autocast, as a saved model is evaluated later (final test figures)."""
         loader = self.valid_loader if loader is None else self._prepare_loader(loader)
         if loader is None:
             return {}
-        acc = self.accelerator
-        if acc.num_processes > 1:
-            self._share_buffers()
         self.model.eval()
         if self.hooks.on_eval_start:
             self.hooks.on_eval_start(self.model)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
-        count = torch.zeros((), dtype=torch.float64, device=acc.device)
-        preds, targs = [], []
-        # accelerate's loaders give every rank the same number of equal batches (per-batch gather);
-        # a domain iterable may not (sorted-length classification batches): gather once at the end
-        per_batch = isinstance(loader, torch.utils.data.DataLoader) or acc.num_processes == 1
-        from tqdm.auto import tqdm
-
-        # tqdm takes the total from len(loader) where the loader has one
-        for batch in tqdm(loader, desc=prefix, leave=False, dynamic_ncols=True,
-                          disable=not (self.config.progress and acc.is_main_process)):
-            loss, output, targets = self._loss(batch, train=False, full_precision=full_precision)
-            token_level = targets.ndim == 2 and not targets.is_floating_point()
-            # token-level targets (LMs) count real tokens; -100 marks ignored positions (MLM)
-            n = (targets != -100).sum() if token_level else (targets.shape[0] if targets.ndim else 1)
-            loss_sum += loss.detach().double() * n
-            count += n
-            if self.metrics:
-                p = self.hooks.predict(output) if self.hooks.predict else output.argmax(-1)
-                if token_level:  # LM: one prediction per token
-                    p, targets = p.reshape(-1), targets.reshape(-1)
-                p, t = p.contiguous(), targets.contiguous()
-                if per_batch:
-                    p, t = acc.gather_for_metrics((p, t))
-                preds.append(p.cpu())
-                targs.append(t.cpu())
-        if self.metrics and not per_batch:
-            preds, targs = gather_ragged(preds, targs)
-        loss_sum, count = acc.reduce(loss_sum), acc.reduce(count)
-        self.model.train()
-        out = {}
-        if count.item() > 0:
-            mean = (loss_sum / count).item()
-            out[f"{prefix}_loss"] = mean
-            for name, fn in self.loss_metrics.items():
-                out[f"{prefix}_{name}"] = float(fn(mean))
-        if preds:
-            p, t = cat_numpy(preds), cat_numpy(targs)
-            for name, fn in self.metrics.items():
-                out[f"{prefix}_{name}"] = float(fn(p, t))
-        return out
+        try:
+            return evaluation.evaluate(self.accelerator, self.model, loader,
+                                       lambda b: self._loss(b, train=False, full_precision=full_precision),
+                                       self.metrics, self.loss_metrics, self.hooks.predict, prefix,
+                                       self.config.progress)
+        finally:
+            self.model.train()
 
     # ---- the loop -------------------------------------------------------------------------
     def fit(self, stages: list[Stage], resume: bool = False) -> list[dict]:
         """Train through `stages`; with `resume`, continue from the latest checkpoint in out_dir."""
         if not stages:
             raise UlmfitError("a strategy needs at least one stage")
-        cfg = self.config
         n_groups = len(self.groups)
         schedules = [make_schedule(s.schedule, **s.schedule_args) for s in stages]
         base = [lr_spec_to_list(s.lr, n_groups, s.lr_factor) for s in stages]
         self._make_optimizer(base[0])
         done = 0
-        best, bad_epochs = None, 0
+        self._best, self._bad_epochs, self._partial, self._saved = None, 0, None, None
         if resume:
-            done, best, bad_epochs = self._resume()
+            done = self._resume()
         self._position = (done + 1, 0)
         try:
-            return self._fit_stages(stages, schedules, base, done, best, bad_epochs)
+            return self._fit_stages(stages, schedules, base, done)
         except KeyboardInterrupt:
             epoch, step = self._position
-            kept = (f"the checkpoint after epoch {epoch - 1} is kept; " if epoch > 1 and self.out_dir
-                    and cfg.checkpoint else "")
+            kept = f"the checkpoint {self._saved} is kept; " if self._saved else ""
             raise Interrupted(f"interrupted at epoch {epoch} step {step}; {kept}resume with --resume") from None
 
-    def _fit_stages(self, stages, schedules, base, done: int, best, bad_epochs: int) -> list[dict]:
+    def _fit_stages(self, stages, schedules, base, done: int) -> list[dict]:
         cfg = self.config
         spe = self.steps_per_epoch()
         epoch = 0
-        start_time = time.time() - (self.history[-1]["elapsed_s"] if self.history else 0.0)
+        start_time = time.time() - (self.history[-1]["elapsed_s"] if self.history else 0.0) \
+            - (self._partial["epoch_s"] if self._partial else 0.0)
         for si, (stage, sched, lrs) in enumerate(zip(stages, schedules, base)):
             n_epochs = int(math.ceil(stage.epochs))
             total = max(1, int(round(stage.epochs * spe)))
@@ -322,12 +275,12 @@ class Trainer:
                 self._log_row(row)
                 stop = False
                 if cfg.early_stopping_patience is not None and cfg.monitor in row:
-                    v = row[cfg.monitor]
+                    v, best = row[cfg.monitor], self._best
                     better = best is None or (v < best if cfg.monitor_mode == "min" else v > best)
-                    best, bad_epochs = (v, 0) if better else (best, bad_epochs + 1)
-                    stop = bad_epochs > cfg.early_stopping_patience
+                    self._best, self._bad_epochs = (v, 0) if better else (best, self._bad_epochs + 1)
+                    stop = self._bad_epochs > cfg.early_stopping_patience
                 epoch += 1
-                self._checkpoint(epoch, best, bad_epochs)
+                self._checkpoint(epoch)
                 if stop:
                     self._say(f"early stopping after epoch {epoch}: {cfg.monitor} did not improve")
                     return self.history
@@ -346,10 +299,12 @@ class Trainer:
         bar = tqdm(total=steps_this, disable=not (cfg.progress and acc.is_main_process),
                    desc=f"{stage.name or 'stage ' + str(si)} epoch {epoch + 1}", leave=False, dynamic_ncols=True)
         running = torch.zeros((), device=acc.device)
-        n = 0
         self._reset_grad_norms()
-        t0 = time.time()
-        for i, batches in enumerate(self._batches(self.train_loader, steps_this)):
+        t0 = last_save = time.time()
+        steps = self._batches(self.train_loader, steps_this)
+        n = self._skip_done_steps(steps, running, bar)
+        t0 -= self._epoch_s_done
+        for i, batches in enumerate(steps, start=n):
             self._position = (epoch + 1, i + 1)
             t = e * spe + i
             loss = self.train_step(batches, sched.lr_mult(t, total, spe), sched.momentum(t, total, spe),
@@ -360,6 +315,10 @@ class Trainer:
             bar.update(1)
             if n % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{(running / n).item():.4f}")
+            if n < steps_this and self.out_dir and cfg.checkpoint and mid_epoch_due(cfg, acc, n, last_save):
+                self._checkpoint(epoch, dict(step=n, loss_sum=acc.reduce(running, "mean").item(),
+                                             epoch_s=time.time() - t0, **self._grad_norm_sums()))
+                last_save = time.time()
         bar.close()
         train_loss = (acc.reduce(running, "mean") / max(n, 1)).item()
         row = {"epoch": epoch + 1, "stage": si, "stage_name": stage.name, "train_loss": train_loss,
@@ -383,22 +342,53 @@ class Trainer:
         if self.out_dir is not None and acc.is_main_process:
             append_metrics(self.out_dir, row, self.history)
 
-    def _checkpoint(self, epoch: int, best, bad_epochs: int) -> None:
+    def _checkpoint(self, epoch: int, partial: dict | None = None) -> None:
+        """Save after ``epoch`` epochs (and ``partial['step']`` steps of the next one)."""
         if self.out_dir is None or not self.config.checkpoint:
             return
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            ckpt.save_training_state(self.out_dir, epoch, self.model, self.optimizer, self.history, best, bad_epochs)
+            carry = self.hooks.get_carry(self.model) if partial and self.hooks.get_carry else None
+            path = ckpt.save_training_state(self.out_dir, epoch, self.model, self.optimizer, self.history,
+                                            self._best, self._bad_epochs, partial, carry)
+            self._saved = describe(path.name, epoch, partial)
         acc.wait_for_everyone()
 
-    def _resume(self):
+    def _grad_norm_sums(self) -> dict:
+        st = self._gn_stats
+        return dict(gn_sum=float(st["sum"]), gn_n=int(st["n"]), gn_max=float(st["max"]))
+
+    def _skip_done_steps(self, steps, running, bar) -> int:
+        """After a mid-epoch resume: draw (without training) the steps the checkpoint had done, put
+        back the epoch's running sums, then the RNGs as they were at the save. Returns the steps done."""
+        part, self._partial, self._epoch_s_done = self._partial, None, 0.0
+        if not part:
+            return 0
+        for _ in range(part["step"]):
+            if next(steps, None) is None:
+                raise UlmfitError(f"the checkpoint is {part['step']} steps into an epoch that now has fewer: the "
+                                  "data or the batch size changed since it was saved; start over without --resume")
+        running += part["loss_sum"]
+        self._gn_stats.update(sum=part["gn_sum"], n=part["gn_n"],
+                              max=torch.tensor(part["gn_max"], device=self.accelerator.device))
+        self._epoch_s_done = part["epoch_s"]
+        if part.get("carry") is not None and self.hooks.set_carry:
+            self.hooks.set_carry(self.model, [t.to(self.accelerator.device) for t in part["carry"]])
+        set_rng_state(part["rng"])
+        bar.update(part["step"])
+        return part["step"]
+
+    def _resume(self) -> int:
+        """Load the latest checkpoint; returns the epochs it had finished."""
         state = ckpt.load_training_state(self.out_dir, self.model, self.optimizer) if self.out_dir else None
         if state is None:
-            return 0, None, 0
-        self.history = state["history"]
-        self._say(f"resuming after epoch {state['epoch']} from {state['path']}")
-        return state["epoch"], state["best"], state["bad_epochs"]
+            return 0
+        self.history, self._best, self._bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        self._partial = state["partial"]
+        self._saved = describe(state["path"].name, state["epoch"], self._partial)
+        self._say(f"resuming from {self._saved} in {state['path'].parent}")
+        return state["epoch"]
 
     def _say(self, msg: str) -> None:
         """A log line on stderr from the main process (stdout is for results)."""

@@ -172,7 +172,7 @@ class TrainSection:
               "moms": FRACTION, "bs": AT_LEAST_1, "bptt": AT_LEAST_1, "weight_decay": NON_NEGATIVE,
               "betas": (0, True, 1, False), "eps": POSITIVE, "clip": POSITIVE, "grad_accum": AT_LEAST_1,
               "max_steps_per_epoch": AT_LEAST_1, "early_stopping_patience": NON_NEGATIVE, "alpha": NON_NEGATIVE,
-              "beta": NON_NEGATIVE}
+              "beta": NON_NEGATIVE, "checkpoint_minutes": POSITIVE}
 
     strategy: str = "full"             # gradual | chain_thaw | full | head_only | custom | none (linear_probe only)
     epochs: Any = 1                    # one number, or one per stage
@@ -198,6 +198,7 @@ class TrainSection:
     seed: int = 42                     # seed of weights, data order and dropout: the same seed gives the same run
     max_steps_per_epoch: int | None = None# cap batches per epoch (quick runs, smoke tests)
     early_stopping_patience: int | None = None# stop after this many epochs without a better valid_loss
+    checkpoint_minutes: float | None = 30.0# also save a resumable checkpoint inside an epoch this often (null: at epoch ends only)
     variable_bptt: bool = True         # LMs: AWD-LSTM's random sequence lengths (False: always bptt)
     alpha: float = 2.0                 # AR (LMs)
     beta: float = 1.0                  # TAR (LMs)
@@ -225,7 +226,8 @@ class TrainSection:
                            eps=self.eps if self.eps is not None else eps, clip=self.clip, grad_accum=self.grad_accum,
                            mixed_precision=self.mixed_precision, seed=self.seed,
                            max_steps_per_epoch=self.max_steps_per_epoch, progress=not quiet,
-                           early_stopping_patience=self.early_stopping_patience)
+                           early_stopping_patience=self.early_stopping_patience,
+                           checkpoint_minutes=self.checkpoint_minutes)
 
 
 # Pretraining cycles Adam's beta1 0.8 -> 0.7 -> 0.8 (fastai's TextLearner) and warms up over 40% of

@@ -6,6 +6,7 @@ outputs folder (config.yaml, run.json, metrics, the model, the tokenizer, plots,
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ulmfit.core import lr_find, set_seed
-from ulmfit.core.checkpoint import save_weights
+from ulmfit.core.checkpoint import atomic_write_text, save_weights
 from ulmfit.core.trainer import Trainer
 from ulmfit.errors import UlmfitError
 from ulmfit.phases.common import DATA_ROOT, finish, last_metrics, lm_texts, log, stages_for, token_cache, world
@@ -137,7 +138,7 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
     """Phase 2: fine-tune a pretrained LM on the domain's texts; saves the LM and its encoder."""
     started = time.time()
     s = _finetune_setup(cfg, quiet)
-    before = s.trainer.evaluate()
+    before = _valid_before(s, resume)
     history = s.trainer.fit(s.stages, resume=resume)
     _save_lm(s)
     save_weights(s.model.encoder, s.out / "encoder.safetensors")
@@ -147,6 +148,18 @@ def finetune_lm(cfg: FinetuneLMConfig, quiet: bool = False, resume: bool = False
             f"strategy `{cfg.train.strategy}`, schedule `{cfg.train.schedule}`.")
     run = dict(kind="lm", backend="awd_lstm", phase="finetune_lm", parent=cfg.pretrained)
     return finish(s.out, cfg, run, "ulmfit finetune-lm", what, started, m, history, quiet)
+
+
+def _valid_before(s: LMSetup, resume: bool) -> dict:
+    """The pretrained LM's validation figures on the domain, before fine-tuning; kept in the run's
+    work folder so that a resumed run does not score the validation texts again (minutes on IMDb)."""
+    path = s.out / "work" / "valid_before.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    before = s.trainer.evaluate()
+    if s.trainer.accelerator.is_main_process:
+        atomic_write_text(path, json.dumps(before))
+    return before
 
 
 def lr_find_lm(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):

@@ -14,7 +14,7 @@ from ulmfit.phases import reports
 from ulmfit.phases.backends import backend, finetune_lm, pretrain, train_classifier
 from ulmfit.phases.common import log
 from ulmfit.phases.config import RecipeConfig, save_yaml
-from ulmfit.phases.runs import check_out_dir, write_manifest
+from ulmfit.phases.runs import check_out_dir, interrupted_checkpoint, write_manifest
 from ulmfit.phases.use import evaluate
 
 
@@ -45,13 +45,13 @@ def backward_recipe(cfg: RecipeConfig) -> RecipeConfig:
     return tw
 
 
-def _run_ensemble(cfg: RecipeConfig, force: bool, quiet: bool) -> dict[str, dict]:
+def _run_ensemble(cfg: RecipeConfig, force: bool, quiet: bool, resume: bool) -> dict[str, dict]:
     """Train the backward twin, then evaluate forward+backward averaged on the test file."""
     if not cfg.classifier or not backend(cfg.classifier.model.type).ensembles:
         raise UlmfitError("ensemble: needs an AWD-LSTM classifier section (forward + backward classifiers)")
     twin = backward_recipe(cfg)
     log(f"== ensemble: backward phases -> {twin.out}", quiet)
-    back = run_recipe(twin, force=force, quiet=quiet)
+    back = run_recipe(twin, force=force, quiet=quiet, resume=resume)
     ens = EnsembleClassifier.save(Path(cfg.out) / "ensemble", [cfg.classifier.out, twin.classifier.out])
     write_manifest(ens, kind="ensemble", backend=cfg.classifier.model.type, phase="ensemble",
                    parent=cfg.classifier.out, tokenizer=None)
@@ -63,8 +63,9 @@ def _run_ensemble(cfg: RecipeConfig, force: bool, quiet: bool) -> dict[str, dict
     return res
 
 
-def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> dict:
-    """Run the recipe's phases in order; a phase whose metrics.json exists is skipped unless force."""
+def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False, resume: bool = False) -> dict:
+    """Run the recipe's phases in order; a phase whose metrics.json exists is skipped unless force.
+    With ``resume``, a phase that was interrupted continues from its last checkpoint."""
     started = time.time()
     results: dict[str, dict] = {}
     plan = [("pretrain", cfg.pretrain, pretrain), ("finetune_lm", cfg.finetune_lm, finetune_lm),
@@ -82,10 +83,11 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False) -> d
             log(f"{name}: output exists in {phase_cfg.out}, skipping (use --force to re-run)", quiet)
             results[name] = json.loads(done.read_text(encoding="utf-8"))
             continue
-        log(f"== {name} -> {phase_cfg.out}", quiet)
-        results[name] = fn(phase_cfg, quiet=quiet, force=force)
+        last = interrupted_checkpoint(phase_cfg.out) if resume else None
+        log(f"== {name} -> {phase_cfg.out}" + (f" (resuming from {last.name})" if last else ""), quiet)
+        results[name] = fn(phase_cfg, quiet=quiet, force=force, resume=last is not None)
     if cfg.ensemble:
-        results.update(_run_ensemble(cfg, force, quiet))
+        results.update(_run_ensemble(cfg, force, quiet, resume))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")

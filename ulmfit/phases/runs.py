@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ulmfit import __version__
-from ulmfit.core.checkpoint import atomic_write_text
+from ulmfit.core.checkpoint import atomic_write_text, latest_checkpoint
 from ulmfit.errors import UlmfitError
 
 MANIFEST = "run.json"
@@ -135,12 +136,21 @@ def check_finished(out: str | Path, resume: bool, force: bool) -> None:
         raise UlmfitError(f"output folder {out} is an existing file; choose a folder (--out)")
 
 
+def interrupted_checkpoint(out: str | Path) -> Path | None:
+    """The last checkpoint an interrupted run of ``out`` left in its staging folder (None: none)."""
+    return latest_checkpoint(staging_dir(out) / "checkpoints")
+
+
 def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
     """The staging folder for a phase that will write ``out``: refuses to replace a finished run
-    without ``force`` (and to resume one), starts a fresh staging folder unless resuming."""
+    without ``force`` (and to resume one), starts a fresh staging folder unless resuming (saying so
+    on stderr when that drops an interrupted run's checkpoint)."""
     out, stage = Path(out), staging_dir(out)
     check_finished(out, resume, force)
     if not resume:
+        if (last := interrupted_checkpoint(out)) is not None:
+            print(f"starting {out} over: the interrupted run's checkpoint {last.name} in {stage} is dropped "
+                  "(--resume would have continued it)", file=sys.stderr, flush=True)
         shutil.rmtree(stage, ignore_errors=True)
     return check_out_dir(stage)
 

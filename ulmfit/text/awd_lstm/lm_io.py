@@ -46,7 +46,9 @@ def save_lm(model: AWDLSTMLanguageModel, config: AWDLSTMConfig, out_dir: str | o
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = weights_state(model)  # the tie stored once, under EMB (the encoder is registered first)
-    atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "tied": DEC_W + "=" + EMB}))
+    # one metadata key: safetensors writes several in no fixed order, and then the same weights would
+    # make files (and the sha256 run.json records) that differ from run to run
+    atomic_write(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     atomic_write_text(out / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
     return out
 

@@ -55,7 +55,19 @@ def lm_hooks(alpha: float, beta: float, bptt: int) -> Hooks:
         # training: the LM computes the loss chunk by chunk without building (bs*seq, V) logits;
         # evaluation: full logits, for next-token accuracy
         forward=lambda model, x, y, train: model(x, y) if train else model(x),
+        get_carry=_hidden_tensors,
+        set_carry=_set_hidden,
     )
+
+
+def _hidden_tensors(model) -> list | None:
+    """The LM's carried hidden state as a flat list [h0, c0, h1, c1, ...] (None: not started)."""
+    hidden = model.encoder.hidden
+    return None if hidden is None else [t for hc in hidden for t in hc]
+
+
+def _set_hidden(model, tensors: list) -> None:
+    model.encoder.hidden = [(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)]
 
 
 def make_streams(tokenizer, train_texts, valid_texts, work_dir: Path, bs: int, bptt: int, seed: int,

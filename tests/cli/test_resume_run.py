@@ -1,0 +1,68 @@
+"""`ulmfit run --resume`: a recipe stopped inside an epoch (by SIGTERM here) continues from the
+checkpoint saved there and ends with the same weights as a run never stopped."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from cli_helpers import ENV, ROOT, TINY
+
+
+def _run(out, *extra):
+    args = [sys.executable, "-m", "cli.main", "run", "configs/cpu-small.yaml", "--out", str(out), "--quiet",
+            *[a for s in TINY for a in ("--set", s)], *extra]
+    # background jobs start with SIGINT ignored: give the child the default so Ctrl-C reaches it
+    return subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_run_resume_continues_inside_an_epoch_to_the_same_weights(tiny_run, tmp_path):
+    ref, _ = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(ref / "pretrain", out / "pretrain")  # a finished phase: skipped
+    # a checkpoint after (nearly) every step: checkpoints do not change what is trained
+    every_step = ["--set", "finetune_lm.train.checkpoint_minutes=0.00001"]
+    p = _run(out, *every_step)
+    ckpts = out / "finetune_lm.partial" / "checkpoints"
+    deadline = time.time() + 300
+    while not any(c.name.count("-") == 2 for c in ckpts.glob("ckpt-*")) and p.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, "the run finished before it could be interrupted"
+    p.send_signal(signal.SIGTERM)  # `kill`, or a scheduler taking the machine back: stops as Ctrl-C does
+    _, err = p.communicate(timeout=120)
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert p.returncode == 143 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert lines[0].startswith("interrupted at epoch") and lines[0].endswith("resume with --resume")
+    assert not (out / "classifier").exists()
+
+    again = _run(out, *every_step, "--resume")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    for phase in ("finetune_lm", "classifier"):  # byte for byte (the files hold one metadata key)
+        assert (out / phase / "model.safetensors").read_bytes() == (ref / phase / "model.safetensors").read_bytes()
+    assert not (out / "finetune_lm.partial").exists()
+
+
+def test_run_without_resume_says_it_drops_the_checkpoint(tmp_path):
+    from ulmfit.core import checkpoint as ckpt
+    from ulmfit.phases.runs import begin_run
+
+    out = tmp_path / "clf"
+    ckpt.save_training_state(tmp_path / "clf.partial", 1, torch.nn.Linear(2, 2),
+                             torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), [], None, 0,
+                             partial={"step": 5, "loss_sum": 1.0, "epoch_s": 1.0, "gn_sum": 0.0, "gn_n": 0,
+                                      "gn_max": 0.0})
+    assert (tmp_path / "clf.partial" / "checkpoints" / "ckpt-1-5").is_dir()
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        begin_run(out, resume=False, force=False)
+    assert "checkpoint ckpt-1-5" in err.getvalue() and "--resume" in err.getvalue()
+    assert not (tmp_path / "clf.partial" / "checkpoints").exists()
