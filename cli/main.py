@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
-        if before is not None:  # None: a handler not set from Python, or not the main thread
-            signal.signal(signal.SIGTERM, before)
+        if main_thread:  # None: a handler not set from Python; the default is the nearest
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -66,3 +66,43 @@ def test_run_without_resume_says_it_drops_the_checkpoint(tmp_path):
         begin_run(out, resume=False, force=False)
     assert "checkpoint ckpt-1-5" in err.getvalue() and "--resume" in err.getvalue()
     assert not (tmp_path / "clf.partial" / "checkpoints").exists()
+
+
+def test_run_resume_starts_over_a_phase_that_cannot_resume(tmp_path, monkeypatch):
+    """A transformers classifier keeps epoch checkpoints but cannot continue from them: `run --resume`
+    starts that phase over instead of failing; an AWD-LSTM phase resumes, also from a checkpoint
+    written in place (several processes write no staging folder)."""
+    from ulmfit.core import checkpoint as ckpt
+    from ulmfit.phases import recipe
+    from ulmfit.phases.config import recipe_config
+
+    calls = []
+
+    def fake(name):
+        return lambda cfg, quiet, force, resume: calls.append((name, resume)) or {}
+
+    for name in ("pretrain", "finetune_lm", "train_classifier"):
+        monkeypatch.setattr(recipe, name, fake(name))
+
+    def leave_checkpoint(folder):
+        ckpt.save_training_state(folder, 1, torch.nn.Linear(2, 2),
+                                 torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), [], None, 0)
+
+    cfg = recipe_config("configs/trec6-minilm-lowshot.yaml", ["finetune_lm=null"], str(tmp_path / "t"))
+    leave_checkpoint(tmp_path / "t" / "classifier.partial")
+    recipe.run_recipe(cfg, quiet=True, resume=True)
+    assert calls == [("train_classifier", False)]
+
+    calls.clear()
+    cfg = recipe_config("configs/cpu-small.yaml", [], str(tmp_path / "a"))
+    leave_checkpoint(tmp_path / "a" / "pretrain.partial")
+    leave_checkpoint(tmp_path / "a" / "finetune_lm")  # in place, as under torchrun
+    recipe.run_recipe(cfg, quiet=True, resume=True)
+    assert calls == [("pretrain", True), ("finetune_lm", True), ("train_classifier", False)]
+
+
+def test_force_resume_continues_an_interrupted_forced_run(tmp_path):
+    from ulmfit.phases.runs import check_finished
+
+    (tmp_path / "metrics.json").write_text("{}")
+    check_finished(tmp_path, resume=True, force=True)  # no error: the forced re-run's checkpoint continues

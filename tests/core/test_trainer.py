@@ -324,6 +324,26 @@ def test_two_processes_match_one(tmp_path):
     assert not torch.allclose(flat(r0["weights"][:1]), first[0].weight.detach().cpu().flatten())
 
 
+def test_two_processes_resume_inside_an_epoch_each_with_its_own_state(tmp_path):
+    """Stopped inside epoch 2 and resumed, 2 processes end as if never stopped: each rank gets back
+    its own carried tensor (it read other rows than rank 0) and its own RNG states (dropout)."""
+    from cli_helpers import torchrun
+
+    script = Path(__file__).parents[1] / "ddp_resume_script.py"
+    for sub, modes in (("ref", ["ref"]), ("cut", ["crash", "resume"])):
+        d = tmp_path / sub
+        d.mkdir()
+        for mode in modes:
+            torchrun(2, script, d, mode, timeout=300)
+    assert sorted(p.name for p in (tmp_path / "cut" / "run" / "checkpoints").iterdir()) == ["ckpt-2", "latest"]
+    for rank in (0, 1):
+        ref = json.loads((tmp_path / "ref" / f"rank{rank}.json").read_text())
+        cut = json.loads((tmp_path / "cut" / f"rank{rank}.json").read_text())
+        assert cut == ref, rank
+    r0, r1 = (json.loads((tmp_path / "ref" / f"rank{k}.json").read_text()) for k in (0, 1))
+    assert r0["seen"] != r1["seen"]  # the ranks carried different tensors
+
+
 def test_one_cycle_moms_reach_adam_beta1():
     """Each optimizer step runs with the schedule's momentum as Adam's beta1 (beta2 untouched):
     0.8 at the first step, 0.7 at the end of the warm-up, back towards 0.8 at the last step."""

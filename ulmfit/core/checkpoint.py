@@ -185,16 +185,17 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
 
 
 def save_training_state(out_dir: Path, epoch: int, model, optimizer, history: list[dict], best, bad_epochs: int,
-                        partial: dict | None = None, carry: list | None = None) -> Path:
+                        partial: dict | None = None, ranks: list[dict] | None = None) -> Path:
     """The resumable state after ``epoch``: weights, optimizer, RNGs, history, early-stopping state.
     Inside an epoch, ``partial`` holds the next epoch's progress: ``step`` (optimizer steps done) and
-    the sums its row is made of (floats only); ``carry`` the tensors the model carries between batches."""
+    the sums its row is made of (floats only). ``ranks``: each process's own ``rng`` states and
+    ``carry`` (the tensors its model carries between batches), where they are not only this one's."""
     state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": rng_state(),
              "history": json.dumps(history), "best": best, "bad_epochs": bad_epochs}
     if partial:
         state["partial"] = json.dumps(partial)
-    if carry is not None:
-        state["carry"] = [t.detach().cpu() for t in carry]
+    if ranks:
+        state["ranks"] = ranks
     step = int(partial["step"]) if partial else 0
     return save_checkpoint(Path(out_dir) / "checkpoints", epoch, model, state, step=step)
 
@@ -208,11 +209,11 @@ def load_training_state(out_dir: Path, model, optimizer) -> dict | None:
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     partial = json.loads(state["partial"]) if state.get("partial") else None
-    if partial is not None:
-        partial["rng"] = state["rng"]  # restored again once the epoch's first steps are skipped
-        partial["carry"] = state.get("carry")
+    if partial is not None:  # the RNGs are restored again once the epoch's first steps are skipped
+        partial.update(rng=state["rng"], ranks=state.get("ranks"))
     return {"epoch": int(state["epoch"]), "history": json.loads(state["history"]), "best": state.get("best"),
-            "bad_epochs": int(state.get("bad_epochs", 0)), "path": path, "partial": partial}
+            "bad_epochs": int(state.get("bad_epochs", 0)), "path": path, "partial": partial, "rng": state["rng"],
+            "ranks": state.get("ranks")}
 
 
 def append_metrics(out_dir: Path, row: dict, history: list[dict]) -> None:

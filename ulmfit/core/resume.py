@@ -5,7 +5,11 @@ A day-long epoch on a CPU (an LM on IMDb) should not lose hours to a kill. The t
 (its running loss and gradient-norm sums) and what the model carries between batches (an RNN's
 hidden state, through ``Hooks.get_carry`` / ``set_carry``). A resumed epoch draws the steps already
 done from its loader without training on them, puts that back, then the RNG states as they were at
-the save, and goes on as if it had never stopped (the tests compare weights bit for bit).
+the save, and goes on as if it had never stopped (the tests compare weights bit for bit). Under
+several processes each rank keeps its own RNG states and carried tensors. Exactness needs loaders
+whose randomness comes from generators seeded by (seed, epoch), as the text loaders' does: a loader
+that draws the global RNG while it is skipped (random augmentation, a random collator) resumes
+close to, not exactly on, the run it continues.
 """
 
 from __future__ import annotations
@@ -30,6 +34,28 @@ def mid_epoch_due(cfg, acc, step: int, last_save: float) -> bool:
         return False
     flag = torch.tensor(float(due and acc.is_main_process), device=acc.device)
     return acc.reduce(flag, "sum").item() > 0
+
+
+def per_rank_state(acc, carry: list | None) -> list[dict] | None:
+    """Each process's RNG states and carried tensors, gathered for rank 0 to save (a collective:
+    every rank calls it). One process: just its carry (its RNGs are the checkpoint's own)."""
+    from ulmfit.core.seed import rng_state
+
+    carry = None if carry is None else [t.detach().cpu() for t in carry]
+    if acc.num_processes == 1:
+        return None if carry is None else [{"carry": carry}]
+    from accelerate.utils import gather_object
+
+    return gather_object([{"rng": rng_state(), "carry": carry}])
+
+
+def own_state(state: dict, acc) -> dict:
+    """This process's ``rng`` and ``carry`` from a loaded checkpoint (or its ``partial``): its own
+    entry of ``ranks`` where the checkpoint has one for it, else the checkpoint's RNG states."""
+    ranks = state.get("ranks") or []
+    mine = dict(ranks[acc.process_index]) if acc.process_index < len(ranks) else {}
+    mine.setdefault("rng", state["rng"])
+    return mine
 
 
 def describe(name: str, epoch: int, partial: dict | None) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 
 from ulmfit.core import checkpoint as ckpt
 from ulmfit.core import evaluation
-from ulmfit.core.resume import describe, mid_epoch_due
+from ulmfit.core.resume import describe, mid_epoch_due, own_state, per_rank_state
 from ulmfit.core.checkpoint import append_metrics
 from ulmfit.core.accel import allow_new_precision, resolve_mixed_precision, shutdown_distributed
 from ulmfit.core.groups import LayerGroups, lr_spec_to_list, set_group_lrs
@@ -347,11 +347,13 @@ class Trainer:
         if self.out_dir is None or not self.config.checkpoint:
             return
         acc = self.accelerator
+        carry = self.hooks.get_carry(self.model) if partial and self.hooks.get_carry else None
+        # every rank's own RNG states and carried tensors (each reads its own part of the data)
+        ranks = per_rank_state(acc, carry)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            carry = self.hooks.get_carry(self.model) if partial and self.hooks.get_carry else None
             path = ckpt.save_training_state(self.out_dir, epoch, self.model, self.optimizer, self.history,
-                                            self._best, self._bad_epochs, partial, carry)
+                                            self._best, self._bad_epochs, partial, ranks)
             self._saved = describe(path.name, epoch, partial)
         acc.wait_for_everyone()
 
@@ -373,9 +375,10 @@ class Trainer:
         self._gn_stats.update(sum=part["gn_sum"], n=part["gn_n"],
                               max=torch.tensor(part["gn_max"], device=self.accelerator.device))
         self._epoch_s_done = part["epoch_s"]
-        if part.get("carry") is not None and self.hooks.set_carry:
-            self.hooks.set_carry(self.model, [t.to(self.accelerator.device) for t in part["carry"]])
-        set_rng_state(part["rng"])
+        mine = own_state(part, self.accelerator)
+        if mine.get("carry") is not None and self.hooks.set_carry:
+            self.hooks.set_carry(self.model, [t.to(self.accelerator.device) for t in mine["carry"]])
+        set_rng_state(mine["rng"])
         bar.update(part["step"])
         return part["step"]
 
@@ -385,6 +388,7 @@ class Trainer:
         if state is None:
             return 0
         self.history, self._best, self._bad_epochs = state["history"], state["best"], state["bad_epochs"]
+        set_rng_state(own_state(state, self.accelerator)["rng"])
         self._partial = state["partial"]
         self._saved = describe(state["path"].name, state["epoch"], self._partial)
         self._say(f"resuming from {self._saved} in {state['path'].parent}")

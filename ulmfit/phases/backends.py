@@ -50,6 +50,8 @@ class Backend:
     exportable: bool = False        # `ulmfit export` writes it as a Hub folder
     ensembles: bool = False         # forward + backward ensemble
     layer_groups: Callable | None = None  # (classifier config, encoder folder) -> number of groups
+    # (phase, its config) -> whether the phase continues from a checkpoint (`--resume`)
+    can_resume: Callable = lambda phase, cfg: True
 
 
 def _awd_train_classifier(cfg, quiet: bool = False, resume: bool = False):
@@ -98,7 +100,8 @@ BACKENDS: dict[str, Backend] = {
         transformers.finetune_lm, transformers.train_classifier,
         _transformers_load_classifier,
         _missing("transformers", "AWD-LSTM language model to load"),
-        lr_find=transformers.lr_find, unsupported_train=frozenset(transformers.UNSUPPORTED_TRAIN)),
+        lr_find=transformers.lr_find, unsupported_train=frozenset(transformers.UNSUPPORTED_TRAIN),
+        can_resume=lambda phase, cfg: phase == "finetune_lm" and cfg.objective == "contrastive"),
     "vision": Backend(
         "vision", *(_missing("vision", what, "use `ulmfit train-vision` or `ulmfit compare` on a vision recipe")
                     for what in ("text pretraining", "LM fine-tuning", "text classifier")),

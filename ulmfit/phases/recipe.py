@@ -84,6 +84,9 @@ def run_recipe(cfg: RecipeConfig, force: bool = False, quiet: bool = False, resu
             results[name] = json.loads(done.read_text(encoding="utf-8"))
             continue
         last = interrupted_checkpoint(phase_cfg.out) if resume else None
+        if last and not backend(phase_cfg.model.type).can_resume(name, phase_cfg):
+            log(f"{name}: a {phase_cfg.model.type} {name} cannot resume; starting it over", quiet)
+            last = None
         log(f"== {name} -> {phase_cfg.out}" + (f" (resuming from {last.name})" if last else ""), quiet)
         results[name] = fn(phase_cfg, quiet=quiet, force=force, resume=last is not None)
     if cfg.ensemble:

@@ -128,7 +128,7 @@ def check_finished(out: str | Path, resume: bool, force: bool) -> None:
     """Refuse to replace a finished run in ``out`` without ``force``, and to resume one."""
     out = Path(out)
     if (out / "metrics.json").is_file():
-        if resume:
+        if resume and not force:  # with force: a forced re-run that was interrupted continues
             raise UlmfitError(f"{out} holds a finished run: there is nothing to resume (--force trains it again)")
         if not force:
             raise UlmfitError(f"{out} holds a finished run; pass --force to replace it, or choose another --out")
@@ -137,8 +137,9 @@ def check_finished(out: str | Path, resume: bool, force: bool) -> None:
 
 
 def interrupted_checkpoint(out: str | Path) -> Path | None:
-    """The last checkpoint an interrupted run of ``out`` left in its staging folder (None: none)."""
-    return latest_checkpoint(staging_dir(out) / "checkpoints")
+    """The last checkpoint an interrupted run of ``out`` left: in its staging folder, or in ``out``
+    itself under several processes (which write in place); None: none."""
+    return latest_checkpoint(staging_dir(out) / "checkpoints") or latest_checkpoint(Path(out) / "checkpoints")
 
 
 def begin_run(out: str | Path, resume: bool, force: bool) -> Path:
