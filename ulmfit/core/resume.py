@@ -1,4 +1,4 @@
-"""Checkpoints inside an epoch: when one is due, and how a checkpoint is named in log lines.
+"""Checkpoints inside an epoch: when one is due, what each process keeps, how log lines name one.
 
 A day-long epoch on a CPU (an LM on IMDb) should not lose hours to a kill. The trainer saves every
 ``checkpoint_minutes`` (or ``checkpoint_steps``) inside an epoch, with what the epoch's row needs
