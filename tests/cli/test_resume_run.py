@@ -48,15 +48,21 @@ def test_run_resume_continues_inside_an_epoch_to_the_same_weights(tiny_run, tmp_
     assert not (out / "finetune_lm.partial").exists()
 
 
-def test_run_without_resume_says_it_drops_the_checkpoint(tmp_path):
+def _leave_checkpoint(folder, partial=None):
+    """A checkpoint after epoch 1 (``partial``: inside epoch 2) in ``folder``, as a stopped run leaves."""
     from ulmfit.core import checkpoint as ckpt
+
+    model = torch.nn.Linear(2, 2)
+    ckpt.save_training_state(folder, 1, model, torch.optim.SGD(model.parameters(), lr=0.1), [], None, 0,
+                             partial=partial)
+
+
+def test_run_without_resume_says_it_drops_the_checkpoint(tmp_path):
     from ulmfit.phases.runs import begin_run
 
     out = tmp_path / "clf"
-    ckpt.save_training_state(tmp_path / "clf.partial", 1, torch.nn.Linear(2, 2),
-                             torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), [], None, 0,
-                             partial={"step": 5, "loss_sum": 1.0, "epoch_s": 1.0, "gn_sum": 0.0, "gn_n": 0,
-                                      "gn_max": 0.0})
+    _leave_checkpoint(tmp_path / "clf.partial", {"step": 5, "loss_sum": 1.0, "epoch_s": 1.0, "gn_sum": 0.0,
+                                                 "gn_n": 0, "gn_max": 0.0})
     assert (tmp_path / "clf.partial" / "checkpoints" / "ckpt-1-5").is_dir()
     import contextlib
     import io
@@ -72,7 +78,6 @@ def test_run_resume_starts_over_a_phase_that_cannot_resume(tmp_path, monkeypatch
     """A transformers classifier keeps epoch checkpoints but cannot continue from them: `run --resume`
     starts that phase over instead of failing; an AWD-LSTM phase resumes, also from a checkpoint
     written in place (several processes write no staging folder)."""
-    from ulmfit.core import checkpoint as ckpt
     from ulmfit.phases import recipe
     from ulmfit.phases.config import recipe_config
 
@@ -84,19 +89,15 @@ def test_run_resume_starts_over_a_phase_that_cannot_resume(tmp_path, monkeypatch
     for name in ("pretrain", "finetune_lm", "train_classifier"):
         monkeypatch.setattr(recipe, name, fake(name))
 
-    def leave_checkpoint(folder):
-        ckpt.save_training_state(folder, 1, torch.nn.Linear(2, 2),
-                                 torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1), [], None, 0)
-
     cfg = recipe_config("configs/trec6-minilm-lowshot.yaml", ["finetune_lm=null"], str(tmp_path / "t"))
-    leave_checkpoint(tmp_path / "t" / "classifier.partial")
+    _leave_checkpoint(tmp_path / "t" / "classifier.partial")
     recipe.run_recipe(cfg, quiet=True, resume=True)
     assert calls == [("train_classifier", False)]
 
     calls.clear()
     cfg = recipe_config("configs/cpu-small.yaml", [], str(tmp_path / "a"))
-    leave_checkpoint(tmp_path / "a" / "pretrain.partial")
-    leave_checkpoint(tmp_path / "a" / "finetune_lm")  # in place, as under torchrun
+    _leave_checkpoint(tmp_path / "a" / "pretrain.partial")
+    _leave_checkpoint(tmp_path / "a" / "finetune_lm")  # in place, as under torchrun
     recipe.run_recipe(cfg, quiet=True, resume=True)
     assert calls == [("pretrain", True), ("finetune_lm", True), ("train_classifier", False)]
 

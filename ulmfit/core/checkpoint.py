@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from ulmfit.core.seed import rng_state, set_rng_state
+from ulmfit.core.seed import rng_state
 from ulmfit.errors import UlmfitError
 
 
@@ -201,16 +201,15 @@ def save_training_state(out_dir: Path, epoch: int, model, optimizer, history: li
 
 
 def load_training_state(out_dir: Path, model, optimizer) -> dict | None:
-    """Restore the latest state saved by :func:`save_training_state` (None when there is none)."""
+    """Load the weights and optimizer of the latest state saved by :func:`save_training_state` and
+    return the rest (None when there is none); the RNG states come back as ``rng`` / ``ranks``, for the
+    caller to restore each process's own."""
     path = latest_checkpoint(Path(out_dir) / "checkpoints")
     if path is None:
         return None
     state = load_checkpoint(path, model)
     optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
     partial = json.loads(state["partial"]) if state.get("partial") else None
-    if partial is not None:  # the RNGs are restored again once the epoch's first steps are skipped
-        partial.update(rng=state["rng"], ranks=state.get("ranks"))
     return {"epoch": int(state["epoch"]), "history": json.loads(state["history"]), "best": state.get("best"),
             "bad_epochs": int(state.get("bad_epochs", 0)), "path": path, "partial": partial, "rng": state["rng"],
             "ranks": state.get("ranks")}

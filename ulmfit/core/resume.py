@@ -50,8 +50,8 @@ def per_rank_state(acc, carry: list | None) -> list[dict] | None:
 
 
 def own_state(state: dict, acc) -> dict:
-    """This process's ``rng`` and ``carry`` from a loaded checkpoint (or its ``partial``): its own
-    entry of ``ranks`` where the checkpoint has one for it, else the checkpoint's RNG states."""
+    """This process's ``rng`` and ``carry`` from a loaded checkpoint: its own entry of ``ranks``
+    where the checkpoint has one for it, else the checkpoint's RNG states."""
     ranks = state.get("ranks") or []
     mine = dict(ranks[acc.process_index]) if acc.process_index < len(ranks) else {}
     mine.setdefault("rng", state["rng"])

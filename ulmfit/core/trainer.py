@@ -302,8 +302,8 @@ class Trainer:
         self._reset_grad_norms()
         t0 = last_save = time.time()
         steps = self._batches(self.train_loader, steps_this)
-        n = self._skip_done_steps(steps, running, bar)
-        t0 -= self._epoch_s_done
+        n, epoch_s_done = self._skip_done_steps(steps, running, bar)
+        t0 -= epoch_s_done
         for i, batches in enumerate(steps, start=n):
             self._position = (epoch + 1, i + 1)
             t = e * spe + i
@@ -361,12 +361,13 @@ class Trainer:
         st = self._gn_stats
         return dict(gn_sum=float(st["sum"]), gn_n=int(st["n"]), gn_max=float(st["max"]))
 
-    def _skip_done_steps(self, steps, running, bar) -> int:
+    def _skip_done_steps(self, steps, running, bar) -> tuple[int, float]:
         """After a mid-epoch resume: draw (without training) the steps the checkpoint had done, put
-        back the epoch's running sums, then the RNGs as they were at the save. Returns the steps done."""
-        part, self._partial, self._epoch_s_done = self._partial, None, 0.0
+        back the epoch's running sums, then the RNGs as they were at the save. Returns the steps done
+        and the seconds the epoch had run."""
+        part, self._partial = self._partial, None
         if not part:
-            return 0
+            return 0, 0.0
         for _ in range(part["step"]):
             if next(steps, None) is None:
                 raise UlmfitError(f"the checkpoint is {part['step']} steps into an epoch that now has fewer: the "
@@ -374,13 +375,11 @@ class Trainer:
         running += part["loss_sum"]
         self._gn_stats.update(sum=part["gn_sum"], n=part["gn_n"],
                               max=torch.tensor(part["gn_max"], device=self.accelerator.device))
-        self._epoch_s_done = part["epoch_s"]
-        mine = own_state(part, self.accelerator)
-        if mine.get("carry") is not None and self.hooks.set_carry:
-            self.hooks.set_carry(self.model, [t.to(self.accelerator.device) for t in mine["carry"]])
-        set_rng_state(mine["rng"])
+        if part.get("carry") is not None and self.hooks.set_carry:
+            self.hooks.set_carry(self.model, [t.to(self.accelerator.device) for t in part["carry"]])
+        set_rng_state(part["rng"])
         bar.update(part["step"])
-        return part["step"]
+        return part["step"], part["epoch_s"]
 
     def _resume(self) -> int:
         """Load the latest checkpoint; returns the epochs it had finished."""
@@ -388,8 +387,9 @@ class Trainer:
         if state is None:
             return 0
         self.history, self._best, self._bad_epochs = state["history"], state["best"], state["bad_epochs"]
-        set_rng_state(own_state(state, self.accelerator)["rng"])
-        self._partial = state["partial"]
+        mine = own_state(state, self.accelerator)  # this rank's RNG states (and carried tensors)
+        set_rng_state(mine["rng"])
+        self._partial = state["partial"] and {**state["partial"], **mine}
         self._saved = describe(state["path"].name, state["epoch"], self._partial)
         self._say(f"resuming from {self._saved} in {state['path'].parent}")
         return state["epoch"]
