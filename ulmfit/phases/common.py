@@ -86,10 +86,12 @@ def lm_texts(data, default_train: Path | None, allow_no_valid: bool = False) -> 
     train = data.train or (str(default_train) if default_train else None)
     if not train:
         raise UlmfitError("no training data: set data.train to a file or folder")
-    cols = data.text_cols if is_table(train) else None
-    texts = _limit(list(load_corpus(train, text_cols=cols, wikitext_articles=data.articles)), data.max_items)
+    def cols(source):  # each file by its own format: a text file of training documents, a CSV of valid ones
+        return data.text_cols if is_table(source) else None
+
+    texts = _limit(list(load_corpus(train, text_cols=cols(train), wikitext_articles=data.articles)), data.max_items)
     if data.valid:
-        valid = _limit(list(load_corpus(data.valid, text_cols=cols, wikitext_articles=data.articles)),
+        valid = _limit(list(load_corpus(data.valid, text_cols=cols(data.valid), wikitext_articles=data.articles)),
                        data.max_items and max(1, data.max_items // 10))
     elif allow_no_valid and data.valid_pct == 0:
         return _nonempty(texts, train), []
