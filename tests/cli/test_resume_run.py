@@ -1,6 +1,7 @@
 """`ulmfit run --resume`: a recipe stopped inside an epoch (by SIGTERM here) continues from the
 checkpoint saved there and ends with the same weights as a run never stopped."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,10 @@ def test_run_resume_continues_inside_an_epoch_to_the_same_weights(tiny_run, tmp_
     for phase in ("finetune_lm", "classifier"):  # byte for byte (the files hold one metadata key)
         assert (out / phase / "model.safetensors").read_bytes() == (ref / phase / "model.safetensors").read_bytes()
     assert not (out / "finetune_lm.partial").exists()
+    for phase in ("finetune_lm", "classifier"):  # time over both processes, not just the second one's
+        rows = [json.loads(x) for x in (out / phase / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        m = json.loads((out / phase / "metrics.json").read_text())
+        assert m["train_s"] == round(rows[-1]["elapsed_s"], 2) > 0 and m["wall_s"] > 0
 
 
 def _leave_checkpoint(folder, partial=None):

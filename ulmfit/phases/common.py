@@ -129,8 +129,10 @@ def finish(out: Path, cfg, run: dict, title: str, what: str, started: float, met
            quiet: bool) -> dict:
     """Write a finished phase's config.yaml, run.json, metrics, curves and report.md; clear its
     checkpoints and work files. ``run`` is the manifest: kind, backend, phase, parent, tokenizer."""
-    metrics["wall_s"] = round(time.time() - started, 2)
-    metrics.update(peak_memory())
+    metrics["wall_s"] = round(time.time() - started, 2)  # this process
+    if history and "elapsed_s" in history[-1]:  # training + validation over every process of a resumed run
+        metrics["train_s"] = round(history[-1]["elapsed_s"], 2)
+    metrics.update(peak_memory())  # this process
     save_yaml(cfg, out / "config.yaml")
     write_manifest(out, **run)
     reports.write_metrics(out, metrics)
