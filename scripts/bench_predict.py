@@ -4,7 +4,7 @@
 
 Times `TextClassifier.predict_proba` (tokenization included: one batch call to the tokenizer,
 length-sorted batches under inference mode) and prints one JSON object per precision and batch
-size: docs, tokens, seconds, docs_per_second, tokenize_seconds, peak_rss_mb. Precisions
+size (and ``--workers`` setting): docs, tokens, seconds, docs_per_second, tokenize_seconds, peak_rss_mb. Precisions
 (``--precisions``): fp32, and int8 (the LSTMs' weights in int8, what `predict` uses on the CPU by
 default); each int8 row gives the largest probability difference to fp32 on the same reviews,
 and with ``--eval FILE`` (a labelled table the classifier knows, e.g. TREC-6 test) the accuracy
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import platform
 import resource
@@ -55,12 +56,16 @@ def main() -> None:
     ap.add_argument("--bs", default="64", help="comma-separated batch sizes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,int8")
+    ap.add_argument("--workers", default="auto",
+                    help="comma-separated processes to share the batches out over (AWD-LSTM on the CPU): auto "
+                         "(the default of predict: one per thread), or a number (1: this process only)")
     ap.add_argument("--eval", help="labelled file: accuracy of each precision on it (needs --model)")
     ap.add_argument("--docs", default="imdb", choices=["imdb", "sst2"],
                     help="the documents: IMDb test reviews, or SST-2 test sentences (short)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    from ulmfit.core.threads import predict_workers
     from ulmfit.phases import load_classifier
 
     base = load_classifier(args.model) if args.model else random_classifier(args.arch)
@@ -71,12 +76,16 @@ def main() -> None:
             continue  # a transformers classifier: fp32 only
         clf = base.int8() if precision == "int8" else base
         clf.predict_proba(texts[:64], bs=64)  # warm-up
-        for bs in (int(b) for b in args.bs.split(",")):
+        sharing = "workers" in inspect.signature(clf.predict_proba).parameters  # an AWD-LSTM classifier
+        for bs, w in ((int(b), w) for b in args.bs.split(",") for w in args.workers.split(",")):
+            if w != "auto" and not sharing:
+                continue
+            kw = {"workers": None if w == "auto" else int(w)} if sharing else {}
             t0 = time.perf_counter()
             # an AWD-LSTM classifier tokenizes in one call first; a transformers one inside predict_proba
             ids = clf.encode(texts) if hasattr(clf, "encode") else None
             t_tok = time.perf_counter() - t0
-            probs = clf.predict_proba(texts if ids is None else None, bs=bs, ids=ids)
+            probs = clf.predict_proba(texts if ids is None else None, bs=bs, ids=ids, **kw)
             secs = time.perf_counter() - t0
             ref = probs if ref is None else ref
             row = {"measurement": "predict", "model": args.model or f"random-{args.arch}", "precision": precision,
@@ -84,10 +93,12 @@ def main() -> None:
                    # an ensemble's encode passes the texts through (each member tokenizes): no count
                    "tokens": None if ids is None or isinstance(ids[0], str) else int(sum(len(i) for i in ids)),
                    "bs": bs, "threads": args.threads,
+                   "workers": predict_workers(len(texts), bs, "cpu", kw.get("workers")) if sharing else 1,
                    "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
                    "docs_per_second": round(len(texts) / secs, 1),
                    "max_prob_diff_vs_first": float(np.abs(probs - ref).max()),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                   "peak_rss_largest_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                    "cpu": cpu_name(), "torch": torch.__version__}
             if args.eval:
                 row.update(eval_accuracy(clf, args.eval))

@@ -21,9 +21,12 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from ulmfit.forked import can_fork
 
 
 def _cgroup_quota() -> float | None:
@@ -130,3 +133,35 @@ class ThreadGovernor:
         if want != torch.get_num_threads():
             torch.set_num_threads(want)
             self.changes.append((round(others, 2), want))
+
+
+@contextmanager
+def one_thread(on: bool = True):
+    """torch on one thread inside the block (a forked process's share of the cores), then as before."""
+    before = torch.get_num_threads()
+    if on:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if on:
+            torch.set_num_threads(before)
+
+
+#: batches each process should get before prediction is shared out (a fork costs milliseconds,
+#: a batch of 64 reviews about a second)
+MIN_BATCHES_PER_WORKER = 2
+
+
+def predict_workers(n_texts: int, bs: int, device, workers: int | None = None) -> int:
+    """Processes to predict ``n_texts`` in batches of ``bs`` with: ``workers`` if given (at most one a
+    batch); else, on the CPU and outside several-process training, one per thread torch may use
+    (``threads.fit_to_cores`` and ``OMP_NUM_THREADS`` set that), once each gets
+    ``MIN_BATCHES_PER_WORKER`` batches; else 1."""
+    n_batches = -(-n_texts // max(1, bs))
+    if workers is not None:
+        return max(1, min(int(workers), n_batches)) if can_fork() else 1
+    if torch.device(device).type != "cpu" or not can_fork() or (
+            torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1
+    return max(1, min(torch.get_num_threads(), n_batches // MIN_BATCHES_PER_WORKER))

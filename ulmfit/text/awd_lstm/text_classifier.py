@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from ulmfit.core.checkpoint import atomic_write_text, load_weights, save_weights
+from ulmfit.core.threads import one_thread, predict_workers
 from ulmfit.core.predictions import prediction_rows
 from ulmfit.errors import UlmfitError
+from ulmfit.forked import fork_each
 from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, check_head_settings
 from ulmfit.text.awd_lstm.model import AWDLSTMConfig
 from ulmfit.text.awd_lstm.quantize import quantize_int8
@@ -92,20 +94,35 @@ class TextClassifier:
         return [p[::-1].copy() for p in parts] if self.backwards else parts
 
     @torch.inference_mode()
-    def predict_proba(self, texts: list[str], bs: int = 64, ids: list | None = None) -> np.ndarray:
-        """Probabilities (n_texts, n_classes) in input order."""
+    def predict_proba(self, texts: list[str], bs: int = 64, ids: list | None = None,
+                      workers: int | None = None) -> np.ndarray:
+        """Probabilities (n_texts, n_classes) in input order. On the CPU the batches are shared out
+        over ``workers`` processes of one thread each (default ``predict_workers``: one per thread
+        torch may use, for an input of a few batches per process; 1: this process only); each
+        process takes every ``workers``-th batch of the same length-sorted batches."""
         if not len(texts if ids is None else ids):
             return np.zeros((0, len(self.classes)), np.float32)
         ids = self.encode(texts) if ids is None else ids
         self.model.eval()
-        batches = ClassificationBatches(ids, None, bs=bs, bptt=self.model.bptt, pad_id=self.tokenizer.pad_id,
-                                        shuffle=False, max_tokens=self.model.max_tokens)
         device = next(self.model.parameters()).device
+        n = predict_workers(len(ids), bs, device, workers)
+        out = np.zeros((len(ids), len(self.classes)), np.float32)
+        for order, probs in fork_each(lambda rank: self._proba_part(ids, bs, device, rank, n), n):
+            out[order] = probs
+        return out
+
+    def _proba_part(self, ids, bs: int, device, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input rows, probabilities) of every ``world``-th batch from ``rank``; one thread when
+        the batches are shared out."""
+        batches = ClassificationBatches(ids, None, bs=bs, bptt=self.model.bptt, pad_id=self.tokenizer.pad_id,
+                                        shuffle=False, max_tokens=self.model.max_tokens, rank=rank, world_size=world)
         outs = []
-        for x, _ in batches:
-            logits = self.model(x.to(device)).float()
-            outs.append(torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1))
-        return batches.restore(torch.cat(outs).cpu()).numpy()
+        with one_thread(world > 1):
+            for x, _ in batches:
+                logits = self.model(x.to(device)).float()
+                outs.append((torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)).cpu())
+        probs = torch.cat(outs).numpy() if outs else np.zeros((0, len(self.classes)), np.float32)
+        return batches.order, probs
 
     def predict(self, texts: list[str], bs: int = 64, top_k: int = 1) -> list[dict]:
         """One dict per text: label (or labels for multi-label), probability, top_k list."""

@@ -27,14 +27,12 @@ for a capital sigma (``str.lower`` makes it ``ς`` at a word's end).
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
-import sys
 from typing import NamedTuple
 
 import numpy as np
 
+from ulmfit.forked import can_fork, fork_each
 from ulmfit.text.tokenize import rules as R
 from ulmfit.text.tokenize.special import BOS_ID, EOS_ID, MAJ_ID, UNK_ID, UP_ID
 
@@ -357,8 +355,7 @@ PARALLEL_CHARS = 1_000_000
 def pick_workers(texts: list[str], workers: int | None) -> int:
     """``workers`` if given, else one per core (at most 4) for batches of ``PARALLEL_CHARS``+;
     always 1 where fork is unavailable or inside a daemonic process (a DataLoader worker)."""
-    if (sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods()
-            or multiprocessing.current_process().daemon):
+    if not can_fork():
         return 1
     if workers is not None:
         return max(1, min(int(workers), len(texts)))
@@ -392,29 +389,6 @@ def fork_map(fn, texts: list[str], n: int):
 
 def fork_parts(fn, texts: list[str], n: int) -> list:
     """``fn`` over ``n`` contiguous slices of about equal characters, results in order: the first
-    in this process, the others in forked children that inherit the texts (nothing is pickled on
-    the way in) and send their result back through a pipe. A child that fails has its slice
-    redone here."""
+    in this process, the others in forked children (``core.forked.fork_each``)."""
     bounds = even_bounds(texts, n)
-    children = []
-    for lo, hi in bounds[1:]:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: compute, write, leave without running any cleanup of the parent's
-            code = 1
-            try:
-                os.close(r)
-                with os.fdopen(w, "wb") as f:
-                    pickle.dump(fn(texts[lo:hi]), f, protocol=pickle.HIGHEST_PROTOCOL)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        children.append((pid, r, lo, hi))
-    parts = [fn(texts[bounds[0][0]:bounds[0][1]])]
-    for pid, r, lo, hi in children:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
-        _, status = os.waitpid(pid, 0)
-        parts.append(pickle.loads(data) if status == 0 and data else fn(texts[lo:hi]))
-    return parts
+    return fork_each(lambda k: fn(texts[bounds[k][0]:bounds[k][1]]), len(bounds))
