@@ -212,6 +212,7 @@ def test_round_trip_export_import_predict_identical(exported, reference, texts, 
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     clf = load_exported_classifier(exported["clas"])
+    monkeypatch.undo()  # loaded; prediction's forked processes send their results back pickled
     assert clf.classes == reference.classes and clf.multi_label == reference.multi_label
     assert np.array_equal(clf.predict_proba(texts), reference.predict_proba(texts))
     assert clf.predict(texts[:20], top_k=2) == reference.predict(texts[:20], top_k=2)

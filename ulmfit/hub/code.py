@@ -26,7 +26,7 @@ CODE_FILES = ("configuration_ulmfit.py", "modeling_ulmfit.py", "tokenization_ulm
 
 MODELING_MODULES = ["ulmfit.errors", "ulmfit.text.awd_lstm.dropouts", "ulmfit.text.awd_lstm.model",
                     "ulmfit.text.awd_lstm.classifier"]
-TOKENIZATION_MODULES = ["ulmfit.errors", "ulmfit.text.tokenize.special", "ulmfit.text.tokenize.rules",
+TOKENIZATION_MODULES = ["ulmfit.errors", "ulmfit.forked", "ulmfit.text.tokenize.special", "ulmfit.text.tokenize.rules",
                         "ulmfit.text.tokenize.fast_words", "ulmfit.text.tokenize.word_counts",
                         "ulmfit.text.tokenize.tokenizer"]
 
