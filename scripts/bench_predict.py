@@ -93,7 +93,8 @@ def main() -> None:
                    # an ensemble's encode passes the texts through (each member tokenizes): no count
                    "tokens": None if ids is None or isinstance(ids[0], str) else int(sum(len(i) for i in ids)),
                    "bs": bs, "threads": args.threads,
-                   "workers": predict_workers(len(texts), bs, "cpu", kw.get("workers")) if sharing else 1,
+                   "workers": predict_workers(len(texts), bs, next(clf.model.parameters()).device,
+                                              kw.get("workers")) if sharing else 1,
                    "seconds": round(secs, 2), "tokenize_seconds": round(t_tok, 2),
                    "docs_per_second": round(len(texts) / secs, 1),
                    "max_prob_diff_vs_first": float(np.abs(probs - ref).max()),

@@ -47,4 +47,3 @@ def fork_each(fn, n: int) -> list:
         _, status = os.waitpid(pid, 0)
         parts.append(pickle.loads(data) if status == 0 and data else fn(k))
     return parts
-

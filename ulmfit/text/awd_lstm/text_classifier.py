@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ulmfit.core.checkpoint import atomic_write_text, load_weights, save_weights
-from ulmfit.core.threads import one_thread, predict_workers
 from ulmfit.core.predictions import prediction_rows
+from ulmfit.core.threads import one_thread, predict_workers
 from ulmfit.errors import UlmfitError
 from ulmfit.forked import fork_each
 from ulmfit.text.awd_lstm.classifier import AWDLSTMClassifier, check_head_settings

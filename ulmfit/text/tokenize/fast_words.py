@@ -389,6 +389,6 @@ def fork_map(fn, texts: list[str], n: int):
 
 def fork_parts(fn, texts: list[str], n: int) -> list:
     """``fn`` over ``n`` contiguous slices of about equal characters, results in order: the first
-    in this process, the others in forked children (``core.forked.fork_each``)."""
+    in this process, the others in forked children (``ulmfit.forked.fork_each``)."""
     bounds = even_bounds(texts, n)
     return fork_each(lambda k: fn(texts[bounds[k][0]:bounds[k][1]]), len(bounds))
