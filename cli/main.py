@@ -189,6 +189,25 @@ def run(config: str = typer.Argument(..., help="A recipe with pretrain / finetun
 
 
 @app.command()
+def ensemble(out: str = typer.Argument(..., help="Folder to write the ensemble to (new, empty, or an ensemble with --force)."),
+             members: List[str] = typer.Argument(..., help="Two or more classifier folders over the same classes."),
+             test: Optional[str] = typer.Option(None, "--test", help="A labelled file to evaluate the ensemble on "
+                                                "(metrics also written to the ensemble folder)."),
+             text_col: Optional[List[str]] = typer.Option(None, help="Text column(s) of --test (default: the training ones)."),
+             label_col: Optional[str] = typer.Option(None, help="Label column of --test (default: the training one)."),
+             force: bool = typer.Option(False, "--force", help="Replace an ensemble already in the folder."),
+             no_verify: bool = NO_VERIFY):
+    """Average classifiers trained on the same classes (e.g. a forward and a backward one, or students
+    from different starting points): `predict` and `evaluate` then read the folder as one classifier.
+
+    The folder lists its members by relative path; it holds no weights of its own."""
+    from ulmfit.phases.recipe import make_ensemble
+
+    _emit(make_ensemble(out, members, force=force, test=test, text_cols=text_col, label_col=label_col,
+                        verify=not no_verify))
+
+
+@app.command()
 def export(run_dir: str = typer.Argument(..., help="A run folder (ulmfit run --out) or a classifier / LM output folder."),
            out: str = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face Hub export to."),
            onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx (classifiers only; needs the onnx extra).")):

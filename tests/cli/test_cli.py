@@ -106,7 +106,7 @@ def test_bad_input_exit_2_one_line(args, needle):
 
 def test_help_and_version():
     for cmd in ("pretrain", "finetune-lm", "train-classifier", "lr-find", "evaluate", "predict", "generate", "run",
-                "export", "push", "compare", "train-vision"):
+                "ensemble", "export", "push", "compare", "train-vision"):
         r = ulmfit(cmd, "--help")
         assert "Usage" in r.stdout and "--help" in r.stdout
     assert ulmfit("--version").stdout.startswith("ulmfit ")

@@ -1,5 +1,6 @@
 """Forward + backward ensemble: the backward twin of a recipe, reversed reading, averaged probabilities."""
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -93,3 +94,39 @@ def test_ensemble_predicts_with_int8_members_by_default(ensemble_run):
     np.testing.assert_allclose(fast.predict_proba(texts), want, atol=1e-6)
     assert np.abs(fast.predict_proba(texts) - ens.predict_proba(texts)).max() < 0.1
     assert with_precision(ens, "fp32") is ens
+
+
+def test_ensemble_command_averages_any_classifier_folders(ensemble_run, tmp_path):
+    """`ulmfit ensemble OUT A B --test FILE` makes the folder `ulmfit run ... ensemble=true` makes,
+    from classifier folders trained anywhere; bad members are one line and exit 2."""
+    out, _ = ensemble_run
+    fwd, back, ens = out / "classifier", out / "backward" / "classifier", tmp_path / "pair"
+    r = ulmfit("ensemble", str(ens), str(fwd), str(back), "--test", str(DATA / "trec6" / "test.csv"))
+    got = json.loads(r.stdout)
+    assert got["members"] == [str(fwd), str(back)]
+    assert got["test_accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["ensemble.test_accuracy"])
+    assert json.loads((ens / "metrics.json").read_text())["test_accuracy"] == got["test_accuracy"]
+    assert json.loads((ens / "run.json").read_text())["kind"] == "ensemble"
+    texts = pd.read_csv(DATA / "trec6" / "test.csv")["text"].tolist()[:20]
+    np.testing.assert_allclose(load_classifier(ens).predict_proba(texts),
+                               load_classifier(out / "ensemble").predict_proba(texts), atol=1e-6)
+
+    def fails(*args):
+        res = ulmfit("ensemble", *map(str, args), check=False)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        return res.stderr
+
+    assert "--force" in fails(ens, fwd, back)  # an ensemble is there already
+    assert "at least two" in fails(tmp_path / "one", fwd)
+    assert "language model" in fails(tmp_path / "lm", fwd, out / "finetune_lm")
+    assert "twice" in fails(tmp_path / "dup", fwd, fwd)
+    assert "not an ensemble folder" in fails(out / "finetune_lm", fwd, back)
+    other = tmp_path / "other"  # a copy of the forward classifier whose classes come in another order
+    shutil.copytree(fwd, other)
+    cfg = json.loads((other / "classifier_config.json").read_text())
+    cfg["classes"] = list(reversed(cfg["classes"]))
+    (other / "classifier_config.json").write_text(json.dumps(cfg))
+    assert "disagree" in fails(tmp_path / "mixed", fwd, other)
+    assert not (tmp_path / "mixed" / "ensemble.json").exists()
+    r = ulmfit("ensemble", str(ens), str(back), str(fwd), "--force")  # replaced: members listed anew, old metrics gone
+    assert json.loads(r.stdout)["members"] == [str(back), str(fwd)] and not (ens / "metrics.json").exists()

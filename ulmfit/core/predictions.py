@@ -76,12 +76,17 @@ class EnsembleClassifier:
         atomic_write_text(d / ENSEMBLE_NAME, json.dumps({"members": rel}, indent=1))
         return d
 
-    @classmethod
-    def load(cls, folder: str | Path, load_member: Callable) -> "EnsembleClassifier":
-        """The ensemble saved in ``folder``; ``load_member(path)`` loads one member folder."""
+    @staticmethod
+    def member_dirs(folder: str | Path) -> list[Path]:
+        """The member folders listed in ``folder``'s ensemble file."""
         d = Path(folder)
         try:
             rel = json.loads((d / ENSEMBLE_NAME).read_text(encoding="utf-8"))["members"]
+            return [d / r for r in rel]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise UlmfitError(f"{d / ENSEMBLE_NAME} is not an ensemble file ({e})") from None
-        return cls([load_member(d / r) for r in rel])
+
+    @classmethod
+    def load(cls, folder: str | Path, load_member: Callable) -> "EnsembleClassifier":
+        """The ensemble saved in ``folder``; ``load_member(path)`` loads one member folder."""
+        return cls([load_member(m) for m in cls.member_dirs(folder)])

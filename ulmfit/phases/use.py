@@ -65,7 +65,10 @@ def _lm_perplexity(model_dir: str, data: str, text_cols, out, device: str | None
 
 def _train_cols(model_dir: str):
     """(text_cols, label_col, label_delim) the classifier was trained with, from its config.yaml."""
-    d = read_run(model_dir).config().get("data", {})
+    info = read_run(model_dir)
+    if info.kind == "ensemble":  # the members were trained on the same columns: ask the first
+        return _train_cols(EnsembleClassifier.member_dirs(info.path)[0])
+    d = info.config().get("data", {})
     return d.get("text_cols", ["text"]), d.get("label_col", "label"), d.get("label_delim", "|")
 
 
