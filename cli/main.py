@@ -201,8 +201,10 @@ def ensemble(out: str = typer.Argument(..., help="Folder to write the ensemble t
     from different starting points): `predict` and `evaluate` then read the folder as one classifier.
 
     The folder lists its members by relative path; it holds no weights of its own."""
-    from ulmfit.phases.recipe import make_ensemble
+    from ulmfit.phases.ensemble import make_ensemble
 
+    if (text_col or label_col) and not test:
+        raise UlmfitError("--text-col / --label-col name the columns of --test: give --test FILE too")
     _emit(make_ensemble(out, members, force=force, test=test, text_cols=text_col, label_col=label_col,
                         verify=not no_verify))
 

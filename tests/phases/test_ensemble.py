@@ -11,7 +11,7 @@ from ulmfit.phases.config import recipe_config
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import backward_recipe
 from ulmfit.core.predictions import EnsembleClassifier
-from ulmfit.phases import load_classifier
+from ulmfit.phases import load_classifier, make_ensemble
 from ulmfit.phases.use import with_precision
 from ulmfit.text.awd_lstm.quantize import int8_available
 from ulmfit.text.awd_lstm.text_classifier import TextClassifier
@@ -120,6 +120,7 @@ def test_ensemble_command_averages_any_classifier_folders(ensemble_run, tmp_path
     assert "at least two" in fails(tmp_path / "one", fwd)
     assert "language model" in fails(tmp_path / "lm", fwd, out / "finetune_lm")
     assert "twice" in fails(tmp_path / "dup", fwd, fwd)
+    assert "--test FILE" in fails(tmp_path / "cols", fwd, back, "--text-col", "text")
     assert "not an ensemble folder" in fails(out / "finetune_lm", fwd, back)
     other = tmp_path / "other"  # a copy of the forward classifier whose classes come in another order
     shutil.copytree(fwd, other)
@@ -130,3 +131,36 @@ def test_ensemble_command_averages_any_classifier_folders(ensemble_run, tmp_path
     assert not (tmp_path / "mixed" / "ensemble.json").exists()
     r = ulmfit("ensemble", str(ens), str(back), str(fwd), "--force")  # replaced: members listed anew, old metrics gone
     assert json.loads(r.stdout)["members"] == [str(back), str(fwd)] and not (ens / "metrics.json").exists()
+
+
+def test_ensemble_of_relative_folders_and_what_it_refuses(ensemble_run, tmp_path, monkeypatch):
+    """Members named relative to the working folder; the ensemble loads from anywhere; a failed
+    --test writes nothing; an ensemble is not a member, nor inside one; columns come from member 1."""
+    out, _ = ensemble_run
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, src in (("fwd", out / "classifier"), ("back", out / "backward" / "classifier")):
+        shutil.copytree(src, work / name)
+    cfg = (work / "fwd" / "config.yaml").read_text()  # member 1 was trained on a column named "question"
+    (work / "fwd" / "config.yaml").write_text(cfg.replace("text_cols:\n  - text", "text_cols:\n  - question"))
+    test = pd.read_csv(DATA / "trec6" / "test.csv").head(40).rename(columns={"text": "question"})
+    test.to_csv(work / "test.csv", index=False)
+    monkeypatch.chdir(work)
+    with pytest.raises(UlmfitError, match="label"):  # no such label column: nothing is written
+        make_ensemble("pair", ["fwd", "back"], test="test.csv", label_col="nope")
+    assert not (work / "pair").exists() and not (work / "pair.partial").exists()
+    got = make_ensemble("pair", ["fwd", "back"], test="test.csv")
+    texts = test["question"].tolist()
+    want = (load_classifier(work / "fwd").predict_proba(texts) + load_classifier(work / "back").predict_proba(texts)) / 2
+    assert got["test_accuracy"] == pytest.approx(np.mean(want.argmax(1) == [
+        load_classifier(work / "fwd").classes.index(c) for c in test["label"]]))
+    assert json.loads((work / "pair" / "run.json").read_text())["parent"] == str(work / "fwd")
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_allclose(load_classifier(work / "pair").predict_proba(texts), want, atol=1e-6)
+    with pytest.raises(UlmfitError, match="an ensemble itself"):
+        make_ensemble(work / "nested", [work / "pair", work / "fwd"])
+    with pytest.raises(UlmfitError, match="inside the member"):
+        make_ensemble(work / "fwd" / "ens", [work / "fwd", work / "back"])
+    (work / "file").write_text("x")
+    with pytest.raises(UlmfitError, match="existing file"):
+        make_ensemble(work / "file", [work / "fwd", work / "back"])

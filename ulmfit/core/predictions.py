@@ -42,9 +42,13 @@ class EnsembleClassifier:
         if not members:
             raise UlmfitError("an ensemble needs at least one classifier")
         first = members[0]
-        for m in members[1:]:
-            if list(m.classes) != list(first.classes) or m.multi_label != first.multi_label:
-                raise UlmfitError(f"ensemble members disagree on the classes: {first.classes} vs {m.classes}")
+        for k, m in enumerate(members[1:], 2):
+            if list(m.classes) != list(first.classes):
+                raise UlmfitError(f"ensemble members disagree on the classes: member 1 has {list(first.classes)}, "
+                                  f"member {k} {list(m.classes)}")
+            if m.multi_label != first.multi_label:
+                raise UlmfitError(f"ensemble members disagree: member 1 is {'' if first.multi_label else 'not '}"
+                                  f"multi-label, member {k} is {'' if m.multi_label else 'not '}multi-label")
         self.members, self.classes = members, list(first.classes)
         self.multi_label, self.threshold = first.multi_label, first.threshold
 

@@ -6,7 +6,7 @@
     lm.py        phases 1 and 2 for AWD-LSTMs;  classifier.py  phase 3 for AWD-LSTMs
     transformers.py  phases 2 and 3 for transformers checkpoints;  vision.py  `train-vision`
     backends.py  the backend table (model.type -> what each phase does) and the phase entry points
-    use.py       evaluate, predict, generate;  recipe.py  `ulmfit run` and ensembles (`ulmfit ensemble`)
+    use.py       evaluate, predict, generate;  recipe.py  `ulmfit run`;  ensemble.py  `ulmfit ensemble`
 
 Names are imported lazily, so ``import ulmfit.phases.config`` (the CLI's --help) stays light.
 """
@@ -15,7 +15,7 @@ _LAZY = {
     "pretrain": "backends", "finetune_lm": "backends", "train_classifier": "backends", "lr_find": "backends",
     "load_classifier": "backends", "load_language_model": "backends", "RunResult": "backends",
     "evaluate": "use", "predict_cli": "use", "generate": "use",
-    "run_recipe": "recipe", "backward_recipe": "recipe", "make_ensemble": "recipe",
+    "run_recipe": "recipe", "backward_recipe": "recipe", "make_ensemble": "ensemble",
     "load_recipe": "config", "phase_config": "config", "recipe_config": "config",
     "read_run": "runs",
 }

@@ -1,6 +1,5 @@
 """``ulmfit run``: every phase of a recipe in order (finished phases skipped), and the
-forward + backward ensemble (the recipe's backward twin, then both classifiers averaged), and
-``ulmfit ensemble`` (any classifiers over the same classes, averaged)."""
+forward + backward ensemble (the recipe's backward twin, then both classifiers averaged)."""
 
 from __future__ import annotations
 
@@ -9,14 +8,13 @@ import json
 import time
 from pathlib import Path
 
-from ulmfit.core.predictions import ENSEMBLE_NAME, EnsembleClassifier
 from ulmfit.errors import UlmfitError
 from ulmfit.phases import reports
-from ulmfit.phases.backends import backend, finetune_lm, load_classifier, pretrain, train_classifier
+from ulmfit.phases.backends import backend, finetune_lm, pretrain, train_classifier
 from ulmfit.phases.common import log
 from ulmfit.phases.config import RecipeConfig, save_yaml
-from ulmfit.phases.runs import check_out_dir, interrupted_checkpoint, read_run, write_manifest
-from ulmfit.phases.use import evaluate
+from ulmfit.phases.ensemble import make_ensemble
+from ulmfit.phases.runs import check_out_dir, interrupted_checkpoint
 
 
 def backward_recipe(cfg: RecipeConfig) -> RecipeConfig:
@@ -60,42 +58,6 @@ def _run_ensemble(cfg: RecipeConfig, force: bool, quiet: bool, resume: bool) -> 
     if d.test:
         res["ensemble"] = {k: v for k, v in ens.items() if k not in ("ensemble", "members")}
         log(f"ensemble (forward+backward): test accuracy {ens['test_accuracy']:.4f}", quiet)
-    return res
-
-
-def make_ensemble(out: str | Path, members: list[str | Path], force: bool = False, test: str | None = None,
-                  text_cols=None, label_col=None, verify: bool = True) -> dict:
-    """Average classifiers over the same classes (``ulmfit ensemble``): ``out`` gets ensemble.json
-    listing the member folders and a manifest; ``predict`` and ``evaluate`` read it as one classifier.
-    With ``test`` (a labelled file) the ensemble is evaluated there and its metrics are written to ``out``."""
-    if len(members) < 2:
-        raise UlmfitError(f"an ensemble needs at least two classifier folders, got {len(members)}")
-    infos = [read_run(m) for m in members]
-    for info in infos:
-        if info.kind != "classifier":
-            raise UlmfitError(f"{info.path} is a {'language model' if info.kind == 'lm' else info.kind}, "
-                              "not a classifier: ensemble members are classifier folders")
-    if len({i.path.resolve() for i in infos}) < len(infos):
-        raise UlmfitError("the same classifier folder is listed twice")
-    backends = sorted({i.backend for i in infos})
-    if len(backends) > 1:
-        raise UlmfitError(f"ensemble members must share one backend, got {', '.join(backends)}")
-    o = Path(out)
-    if o.is_dir() and any(o.iterdir()):
-        if not (o / ENSEMBLE_NAME).is_file():
-            raise UlmfitError(f"{o} exists and is not an ensemble folder: choose an empty or new folder")
-        if not force:
-            raise UlmfitError(f"{o} already holds an ensemble: pass --force to replace it")
-    EnsembleClassifier([load_classifier(i.path, verify=verify) for i in infos])  # the classes must agree
-    check_out_dir(o)
-    for stale in ("metrics.json", "classification_report.txt", "confusion_matrix.png"):  # a replaced ensemble's
-        (o / stale).unlink(missing_ok=True)
-    EnsembleClassifier.save(o, [i.path for i in infos])
-    write_manifest(o, kind="ensemble", backend=backends[0], phase="ensemble", parent=str(infos[0].path),
-                   tokenizer=None)
-    res = {"ensemble": str(o), "members": [str(i.path) for i in infos]}
-    if test:
-        res.update(evaluate(str(o), test, text_cols, label_col, out=str(o), verify=verify))
     return res
 
 
