@@ -26,7 +26,6 @@ def make_ensemble(out: str | Path, members: list[str | Path], force: bool = Fals
     o = Path(out)
     infos = _members(members)
     _check_out(o, infos, force)
-    EnsembleClassifier([load_classifier(i.path, verify=verify) for i in infos])  # the classes must agree
     stage = staging_dir(o)
     shutil.rmtree(stage, ignore_errors=True)
     check_out_dir(stage, "ensemble folder")
@@ -35,8 +34,10 @@ def make_ensemble(out: str | Path, members: list[str | Path], force: bool = Fals
         EnsembleClassifier.save(stage, [i.path for i in infos])
         write_manifest(stage, kind="ensemble", backend=infos[0].backend, phase="ensemble",
                        parent=str(infos[0].path.resolve()), tokenizer=None)
-        if test:
+        if test:  # loading the ensemble (here, or in evaluate) checks that the members' classes agree
             res.update(evaluate(str(stage), test, text_cols, label_col, out=str(stage), verify=verify))
+        else:
+            load_classifier(stage, verify=verify)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
