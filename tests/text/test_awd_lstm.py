@@ -224,6 +224,36 @@ def test_fused_cross_entropy_under_bf16_autocast():
     for a, c in zip(g_ref, g_got):
         assert c.dtype == torch.float32
         assert (a - c).norm() < 0.02 * a.norm()  # bf16 matmuls: ~3 significant digits
+    t2 = t.clone()
+    t2[:6] = -100  # ignored rows: no loss, no gradient
+    ref2 = F.cross_entropy(F.linear(h, w, b), t2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got2 = linear_cross_entropy(h, w, b, t2, chunk=8, block=16)
+    g2 = torch.autograd.grad(got2, [h, w, b])
+    assert abs(float((got2 - ref2).detach())) < 0.02 * float(ref2.detach())
+    assert g2[0][:6].abs().max() == 0 and g2[0][6:].abs().max() > 0
+    for a, c in zip(torch.autograd.grad(ref2, [h, w, b]), g2):
+        assert (a - c).norm() < 0.02 * a.norm()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_cross_entropy_when_the_target_probability_underflows(bf16):
+    """A target 400 nats below the best logit: its softmax probability is 0 in float32, so
+    -log(p) would be inf; that row's loss is recomputed from its logits."""
+    w = torch.zeros(V, 2)
+    w[0, 0], w[1, 0] = 1.0, -1.0
+    w.requires_grad_()
+    h = torch.tensor([[200.0, 0.0], [0.5, 0.0], [0.0, 1.0]], requires_grad=True)
+    t = torch.tensor([1, 1, 2])
+    ref = F.cross_entropy(F.linear(h.double(), w.double()), t)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        got = linear_cross_entropy(h, w, None, t, chunk=2, block=2)
+    assert torch.isfinite(got) and abs(float(got.detach()) - float(ref.detach())) < 1e-4 * float(ref.detach())
+    g = torch.autograd.grad(got, [h, w])
+    for a, c in zip(torch.autograd.grad(ref, [h, w]), g):
+        assert (a.float() - c).norm() < (0.01 if bf16 else 1e-5) * a.norm()
+    with torch.no_grad():  # the loss alone (evaluation) takes the same care
+        assert abs(float(linear_cross_entropy(h, w, None, t, chunk=2)) - float(ref)) < 1e-4 * float(ref)
 
 
 def test_lm_loss_adds_ar_and_tar():
