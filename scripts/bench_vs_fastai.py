@@ -1,7 +1,7 @@
 """ulmfit against fastai on the same documents in one run: tokenization, LM training step and prediction.
 
     python scripts/bench_vs_fastai.py [--fastai-python /path/to/fastai-env/bin/python]
-        [--only tokenize,lm,predict] [--repeat 3] [--articles 0] [--lm-steps 20] [--lm-warmup 3]
+        [--only tokenize,lm,predict] [--repeat 3] [--articles 0] [--lm-steps 20] [--lm-warmup 3] [--lm-rounds 3]
         [--n-docs 2000] [--train-docs 5000] [--threads 2] [--bs 64] [--table PATH]
 
 Two interpreters: ulmfit's measurements run in ``--python`` and fastai's in ``--fastai-python`` (both
@@ -25,7 +25,8 @@ Rows (``measurement``; ``seconds`` is the median over ``--repeat`` for tokenizat
   lm_step_fp32    one LM training step of the ``small`` AWD-LSTM (emb 200, hidden 400, 3 layers), batch
   lm_step_bf16    64 x 72, WikiText-2 vocabulary (``scripts/bench_lm.py --impls ulmfit`` / ``fastai``:
                   fastai's own model, loss and Adam). bf16 autocast only on CPUs with avx512_bf16 or
-                  amx_bf16 (elsewhere a note says it was skipped). Rate: tokens/s.
+                  amx_bf16 (elsewhere a note says it was skipped). Rate: tokens/s. Each tool is
+                  measured ``--lm-rounds`` times in alternating order (ABBA); seconds: the median.
   lm_step_default each tool's default precision, from the rows above (no extra run): ulmfit's
                   ``resolve_mixed_precision("auto")`` (bf16 where the CPU has it, else fp32), fastai fp32.
   predict         ``--n-docs`` IMDb test reviews (every k-th row, both labels: bench_predict's selection)
@@ -269,6 +270,18 @@ def lm_rows(py: str, tool: str, dtypes: list[str], a) -> list[dict]:
     return rows
 
 
+def merge_rounds(rows: list[dict]) -> dict:
+    """One measurement's rows over ``--lm-rounds``: seconds the median, rate from it, the largest
+    peak RSS, each round's seconds kept; a round that failed makes the row that error."""
+    bad = next((r for r in rows if "error" in r), None)
+    if bad is not None or len(rows) == 1:
+        return bad or rows[0]
+    secs = [r["seconds"] for r in rows]
+    med = statistics.median(secs)
+    return {**rows[0], "seconds": round(med, 4), "rate": round(rows[0]["batch"] * rows[0]["seq_len"] / med, 1),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows), "rounds": len(rows), "round_seconds": secs}
+
+
 def measure_all(a, tools: dict, infos: dict, emit) -> list[dict]:
     """Every selected measurement for every tool in `tools` ({tool: python}); emit(row) as each ends."""
     rows = []
@@ -287,7 +300,13 @@ def measure_all(a, tools: dict, infos: dict, emit) -> list[dict]:
         if not bf16:
             emit({"note": "lm_step_bf16 not measured: this CPU has neither avx512_bf16 nor amx_bf16"})
         dtypes = ["fp32", "bf16"] if bf16 else ["fp32"]
-        got = {tool: lm_rows(py, tool, dtypes, a) for tool, py in tools.items()}
+        # rounds in ABBA order, each tool's figure the median over them: a shared VM's speed drifts
+        # over minutes, which one back-to-back pair of measurements reads as a ratio
+        per = {tool: [] for tool in tools}
+        for k in range(max(1, a.lm_rounds)):
+            for tool in (list(tools) if k % 2 == 0 else list(tools)[::-1]):
+                per[tool].append(lm_rows(tools[tool], tool, dtypes, a))
+        got = {tool: [merge_rounds([rs[i] for rs in per[tool]]) for i in range(len(dtypes))] for tool in tools}
         for i, _ in enumerate(dtypes):
             for tool in tools:
                 add(got[tool][i])
@@ -379,6 +398,8 @@ def main() -> None:
     ap.add_argument("--articles", type=int, default=0, help="first N WikiText-2 train articles (0: all)")
     ap.add_argument("--lm-steps", type=int, default=20)
     ap.add_argument("--lm-warmup", type=int, default=3)
+    ap.add_argument("--lm-rounds", type=int, default=3,
+                    help="LM step: measure each tool this many times, alternating (ABBA); report the median")
     ap.add_argument("--n-docs", type=int, default=2000, help="IMDb test reviews to predict")
     ap.add_argument("--train-docs", type=int, default=5000, help="IMDb train reviews for the vocabulary")
     ap.add_argument("--threads", type=int, default=2, help="torch threads; fastai's tokenizer workers")

@@ -22,7 +22,7 @@ def test_bench_vs_fastai_measures_ours_alone_without_fastai(tmp_path):
     table = tmp_path / "table.md"
     # one torch thread: on a shared 2-core machine, two spinning OpenMP threads make this 5x slower
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vs_fastai.py"), "--n-docs", "40",
-                        "--train-docs", "200", "--lm-steps", "2", "--lm-warmup", "1", "--repeat", "1",
+                        "--train-docs", "200", "--lm-steps", "2", "--lm-warmup", "1", "--lm-rounds", "2", "--repeat", "1",
                         "--articles", "20", "--threads", "1", "--table", str(table)],
                        check=False, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -38,6 +38,9 @@ def test_bench_vs_fastai_measures_ours_alone_without_fastai(tmp_path):
         assert "error" not in x, x
         assert x["rate"] > 0 and x["seconds"] > 0 and x["peak_rss_mb"] > 0, x
     assert rows[0]["texts"] == 20 and rows[-1]["docs"] == 40
+    lm = next(x for x in rows if x["measurement"] == "lm_step_fp32")  # two rounds, their median
+    assert lm["rounds"] == 2 and len(lm["round_seconds"]) == 2
+    assert lm["seconds"] == round(sum(lm["round_seconds"]) / 2, 4)
     summary = lines[-1]
     assert summary["summary"] and summary["speedup_ulmfit_over_fastai"] is None and summary["fastai"] is None
     text = table.read_text()
