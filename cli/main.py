@@ -144,8 +144,10 @@ def predict(model: str = typer.Argument(..., help="A classifier folder."),
             fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
             bs: int = typer.Option(64, min=1, help="Batch size."),
             precision: str = typer.Option("auto", help="fp32; int8 (AWD-LSTM classifiers on the CPU: int8 LSTM "
-                                          "weights: ~1.5x faster, same TREC-6 accuracy, probabilities within a few hundredths); auto: int8 where that "
-                                          "applies, else fp32."),
+                                          "weights: ~1.5x faster, same TREC-6 accuracy, probabilities within a few hundredths); bf16 "
+                                          "(AWD-LSTM classifiers under bf16 autocast: fastest on long documents on CPUs with AVX512-BF16 or AMX); auto: "
+                                          "for an AWD-LSTM classifier on the CPU bf16 where the CPU has bf16 instructions, else int8, "
+                                          "else fp32."),
             device: str = DEVICE, no_verify: bool = NO_VERIFY):
     """Classify texts; prints one JSON line (or CSV row) per text, in input order.
 

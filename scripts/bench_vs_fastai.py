@@ -66,7 +66,7 @@ TOOLS = ("ulmfit", "fastai")
 WHAT = {"tokenize": "tokenize, vocabulary given", "tokenize+vocab": "tokenize + vocabulary + ids",
         "lm_step_fp32": "LM step fp32", "lm_step_bf16": "LM step bf16 autocast",
         "lm_step_default": "LM step, each tool's default", "predict_fp32": "predict, fp32 (tokenization included)",
-        "predict": "predict, each tool's default (ulmfit: int8 LSTM weights; tokenization included)"}
+        "predict": "predict, each tool's default (ulmfit: `--precision auto`; tokenization included)"}
 
 
 def rss_mb(who=resource.RUSAGE_SELF) -> float:
@@ -150,7 +150,7 @@ def ulmfit_predictor(train: list[dict], bs: int, precision: str = "auto"):
     clf = TextClassifier(AWDLSTMClassifier(cfg, 2).eval(), tok, ["neg", "pos"])
     from ulmfit.phases.use import with_precision
 
-    clf = with_precision(clf, precision)  # what `ulmfit predict --precision` does (auto: int8 on x86 CPUs)
+    clf = with_precision(clf, precision)  # what `ulmfit predict --precision` does (auto: bf16 or int8 on the CPU)
     return (lambda texts: clf.predict_proba(texts, bs=bs)), len(tok)
 
 
@@ -212,6 +212,11 @@ def child_info(spec: dict) -> dict:
     else:
         from ulmfit.core.accel import resolve_mixed_precision
         info["default_precision"] = {"bf16": "bf16", "no": "fp32"}.get(resolve_mixed_precision("auto"), "fp32")
+        from ulmfit.core.accel import cpu_has_bf16
+        from ulmfit.text.awd_lstm.quantize import int8_available
+
+        info["predict_precision"] = ("bf16 autocast" if cpu_has_bf16() else "int8 LSTM weights" if int8_available()
+                                     else "fp32")
     return info
 
 
@@ -343,6 +348,7 @@ def summarize(rows: list[dict], fastai_on: bool, infos: dict, cpu: dict) -> dict
             "torch_ulmfit": infos["ulmfit"].get("torch"), "fastai": infos.get("fastai", {}).get("fastai"),
             "torch_fastai": infos.get("fastai", {}).get("torch"),
             "ulmfit_default_precision": infos["ulmfit"].get("default_precision"),
+            "ulmfit_predict_precision": infos["ulmfit"].get("predict_precision"),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -369,7 +375,8 @@ def table(rows: list[dict], summary: dict, argv: list[str]) -> str:
     torch_v = f"torch {summary['torch_ulmfit']} (ulmfit)" + (f", {summary['torch_fastai']} (fastai)" if fa else "")
     head = [f"ulmfit vs fastai {fa}, one run, same documents" if fa else "ulmfit alone (fastai not installed)", "",
             f"- CPU: {summary['cpu_model']}, nproc {summary['nproc']}; bf16 instructions: {bf16}",
-            f"- {torch_v}; ulmfit's default precision here: {summary['ulmfit_default_precision']}",
+            f"- {torch_v}; ulmfit's default precision here: {summary['ulmfit_default_precision']} to train, "
+            f"{summary['ulmfit_predict_precision']} to predict",
             f"- {summary['date']}; `python scripts/bench_vs_fastai.py {' '.join(argv)}`", ""]
     cols = ["measurement", "ulmfit"] + ([f"fastai {fa}", "ulmfit / fastai"] if fa else [])
     cols.append("peak RSS MB" + (" ulmfit / fastai" if fa else ""))

@@ -1,5 +1,6 @@
 """Prediction speed-ups keep the answers: rows that have not started are skipped exactly, and int8
-LSTM weights stay within the stated tolerance of fp32 on a trained classifier (issue #25)."""
+LSTM weights and bf16 autocast stay within the stated tolerance of fp32 on a trained classifier
+(issue #25); `auto` picks by what the CPU has."""
 
 import numpy as np
 import pytest
@@ -49,3 +50,37 @@ def test_int8_prediction_stays_close_to_fp32(tiny_run):
     assert np.abs(p8 - p32).max() < 0.02
     assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.99
     assert abs(acc8 - acc32) <= 0.01
+
+
+def test_bf16_prediction_stays_close_to_fp32(tiny_run):
+    from ulmfit.text.data.readers import read_texts
+
+    out, _ = tiny_run
+    clf = TextClassifier.load(out / "classifier")
+    texts, labels = read_texts(DATA / "trec6" / "test.csv", ["text"], "label")
+    p32 = clf.predict_proba(texts)
+    b = clf.bf16()
+    assert b.autocast == torch.bfloat16 and clf.autocast is None and b.model is clf.model
+    p16 = b.predict_proba(texts)
+    assert p16.dtype == np.float32 and not np.array_equal(p16, p32)  # it did run in bf16
+    y = np.array([clf.classes.index(v) for v in labels])
+    acc32, acc16 = float((p32.argmax(1) == y).mean()), float((p16.argmax(1) == y).mean())
+    assert np.abs(p16 - p32).max() < 0.05
+    assert (p16.argmax(1) == p32.argmax(1)).mean() >= 0.98
+    assert abs(acc16 - acc32) <= 0.01
+
+
+@pytest.mark.parametrize("bf16_cpu", [True, False])
+def test_auto_precision_picks_bf16_on_bf16_cpus_else_int8(tiny_run, monkeypatch, bf16_cpu):
+    from ulmfit.phases import use
+
+    out, _ = tiny_run
+    clf = TextClassifier.load(out / "classifier")
+    monkeypatch.setattr(use, "cpu_has_bf16", lambda: bf16_cpu)
+    got = use.with_precision(clf, "auto")
+    if bf16_cpu:
+        assert got.autocast == torch.bfloat16 and got.model is clf.model
+    elif int8_available():
+        assert got.autocast is None and ".quantized." in type(got.model.encoder.rnns[0].module).__module__
+    assert use.with_precision(clf, "fp32") is clf
+    assert use.with_precision(clf, "bf16").autocast == torch.bfloat16  # asked for: on any CPU

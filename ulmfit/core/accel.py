@@ -21,11 +21,16 @@ def resolve_mixed_precision(mode: str) -> str:
         return mode
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "no"
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AMX-bf16 or AVX512-BF16)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "no"
-    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "no"
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def shutdown_distributed(accelerator=None) -> None:

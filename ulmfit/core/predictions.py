@@ -67,6 +67,10 @@ class EnsembleClassifier:
         only that backend makes ensembles)."""
         return EnsembleClassifier([m.int8() for m in self.members])
 
+    def bf16(self) -> "EnsembleClassifier":
+        """The same ensemble with every member predicting under bf16 autocast."""
+        return EnsembleClassifier([m.bf16() for m in self.members])
+
     def to(self, device) -> "EnsembleClassifier":
         for m in self.members:
             m.to(device)

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from ulmfit.core.accel import cpu_has_bf16
 from ulmfit.core.device import resolve_device
 from ulmfit.core.predictions import EnsembleClassifier
 from ulmfit.core.threads import fit_to_cores
@@ -100,19 +101,26 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
     sys.stdout.write(buf.getvalue())
 
 
-PRECISIONS = ("auto", "fp32", "int8")
+PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
 
 def with_precision(clf, precision: str):
-    """The classifier to predict with: int8 LSTM weights for an AWD-LSTM classifier on the CPU
-    (``auto`` where the CPU has an int8 engine), else as loaded. An ensemble of AWD-LSTM classifiers
-    (forward + backward) goes to int8 member by member."""
+    """The classifier to predict with. An AWD-LSTM classifier (or an ensemble of them, member by
+    member) on the CPU takes, with ``auto``, bf16 autocast where the CPU has bf16 matrix instructions
+    (AVX512-BF16 or AMX), else int8 LSTM weights where the CPU has an int8 engine, else fp32; the
+    other classifiers are used as loaded."""
     members = clf.members if isinstance(clf, EnsembleClassifier) else [clf]
-    awd_on_cpu = all(isinstance(m, TextClassifier) and next(m.model.parameters()).device.type == "cpu"
-                     for m in members)
+    awd = all(isinstance(m, TextClassifier) for m in members)
+    awd_on_cpu = awd and all(next(m.model.parameters()).device.type == "cpu" for m in members)
     if precision == "int8" and not awd_on_cpu:
         raise UlmfitError("--precision int8 is for AWD-LSTM classifiers on the CPU; use fp32 (or auto)")
-    if precision == "int8" or (precision == "auto" and awd_on_cpu and int8_available()):
+    if precision == "bf16" and not awd:
+        raise UlmfitError("--precision bf16 is for AWD-LSTM classifiers; use fp32 (or auto)")
+    if precision == "auto" and awd_on_cpu:
+        precision = "bf16" if cpu_has_bf16() else "int8" if int8_available() else "fp32"
+    if precision == "bf16":
+        return clf.bf16()
+    if precision == "int8":
         return clf.int8()
     return clf
 

@@ -237,7 +237,6 @@ def lm_loss(output: LMOutput, targets: torch.Tensor, alpha: float = 2.0, beta: f
 
 
 _CPU_COLS = 2048
-_MAX_EXACT_NLL = 69.0  # -log(1e-30): past it a float32 probability nears underflow; recomputed
 
 
 def _fp32_logits(h, w, b, out, cols: int) -> None:
@@ -262,11 +261,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     The forward pass computes the loss *and* the gradients, so the (N, V) logits never exist in
     full: for N = 64 x 72 and V = 33k that is 0.6 GB fp32 per tensor, whose allocation,
     page-faulting and several memory passes (log-softmax, its backward, the bias reduction)
-    cost more than the matmuls on a CPU. Each chunk of ``chunk`` rows takes one logits matmul,
-    written straight into a block buffer of ``block`` rows, and one in-place softmax, a row at a
-    time; the loss is ``-log`` of the target's probability (rows where that probability nears
-    underflow are recomputed in fp32). The buffer then holds softmax - one-hot, and each block takes
-    two large matmuls, ``grad_h = G @ W`` and ``grad_w += G.T @ H``, scaled by 1 / (rows) at the end. Accumulating ``grad_w`` per small chunk instead re-reads and re-writes
+    cost more than the matmuls on a CPU. Softmax works on chunks of ``chunk`` rows (~16 MB, kept
+    in cache); each chunk's gradient (softmax - one-hot) is written into a block buffer of
+    ``block`` rows, and each block then takes two large matmuls, ``grad_h = G @ W`` and
+    ``grad_w += G.T @ H``. Accumulating ``grad_w`` per small chunk instead re-reads and re-writes
     the whole V x E gradient dozens of times a step, which cost more than the matmuls themselves.
     Same FLOPs as the logits path. (The idea of "fused linear cross-entropy" kernels, e.g.
     Liger-Kernel / Apple's CCE.)
@@ -277,18 +275,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n, v = h.size(0), weight.size(0)
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1).to(torch.float32)  # a tensor: no device sync
-        some_ignored = bool((~valid).any())
         want_grad = grad_enabled and any(ctx.needs_input_grad[:3])
         fp32 = compute_dtype == torch.float32
         w = weight.to(compute_dtype)
         hc_all = h.to(compute_dtype)
         b = bias.float() if bias is not None else None
-        b_low = None if fp32 or b is None else b.to(compute_dtype)
         cols = _CPU_COLS if h.device.type == "cpu" else v
         total = h.new_zeros((), dtype=torch.float32)
-        # Training writes each chunk's logits straight into the gradient buffer's rows, in the compute
-        # dtype; the loss alone (evaluation) takes fp32 logits from a chunk buffer.
-        buf = None if want_grad else torch.empty(min(chunk, n), v, dtype=torch.float32, device=h.device)
+        buf = None if want_grad and fp32 else torch.empty(min(chunk, n), v, dtype=torch.float32, device=h.device)
         if want_grad:
             grad_h = torch.empty_like(h, dtype=torch.float32)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
@@ -299,38 +293,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for s in range(bs, be, chunk):
                 e = min(s + chunk, be)
                 hc, tc, vc = hc_all[s:e], targets[s:e], valid[s:e]
+                # fp32 training writes the logits straight into the gradient buffer's rows
                 logits = gbuf[s - bs:e - bs] if buf is None else buf[: e - s]
                 if fp32:
                     _fp32_logits(hc, w, b, logits, cols)
-                elif buf is None:  # bf16 / fp16 training: the product lands in the buffer's dtype
-                    torch.addmm(b_low, hc, w.t(), out=logits) if b_low is not None else torch.mm(hc, w.t(), out=logits)
                 else:
                     logits.copy_(hc @ w.t())
                     if b is not None:
                         logits.add_(b)
                 safe_t = tc.clamp(0, v - 1).unsqueeze(1)
-                # ATen's softmax works a row at a time (V values stay in L2, fp32 inside whatever the
-                # dtype) where max, subtract, exp and sum were four passes over the chunk; in place
-                probs = torch.ops.aten._softmax.out(logits, 1, False, out=logits)
-                nll = -probs.gather(1, safe_t).squeeze(1).float().log()  # = logsumexp - target logit
-                tiny = nll > _MAX_EXACT_NLL
-                if bool(tiny.any()):  # the target's probability is near underflow: that row in fp32
-                    rows = tiny.nonzero().squeeze(1)
-                    exact = hc[rows].float() @ w.float().t()
-                    if b is not None:
-                        exact += b
-                    nll[rows] = torch.logsumexp(exact, 1) - exact.gather(1, safe_t[rows]).squeeze(1)
-                total += (nll * vc).sum() if some_ignored else nll.sum()
+                picked = logits.gather(1, safe_t).squeeze(1)
+                mx = logits.amax(dim=1, keepdim=True)
+                probs = logits.sub_(mx).exp_()  # unnormalised softmax, in place: one exp pass
+                z = probs.sum(dim=1, keepdim=True)
+                lse = (mx + z.log()).squeeze(1)
+                vf = vc.to(torch.float32)
+                total += ((lse - picked) * vf).sum()
                 if not want_grad:
                     continue
-                # softmax - one-hot, unscaled: 1 / n_valid is applied once to the fp32 products below
-                # (index_add_ on the flat rows: scatter_add_ on a bf16 CPU tensor converts all of it)
-                at = torch.arange(e - s, device=h.device) * v + safe_t.squeeze(1)
-                probs.view(-1).index_add_(0, at, probs.new_full((e - s,), -1.0))
-                if some_ignored:
-                    probs.mul_(vc.unsqueeze(1).to(probs.dtype))  # ignored rows: no gradient
+                scale = vf.unsqueeze(1) / n_valid
+                probs.mul_(scale / z)  # softmax / n_valid, zero for ignored rows
+                probs.scatter_add_(1, safe_t, -scale)
                 if grad_b is not None:
-                    grad_b += probs.sum(0)  # accumulated in fp32 whatever the dtype
+                    grad_b += probs.sum(0)
+                if buf is not None:
+                    gbuf[s - bs:e - bs].copy_(probs)
             if not want_grad:
                 continue
             g, hb = gbuf[: be - bs], hc_all[bs:be]
@@ -341,11 +328,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_h[bs:be] = g @ w
                 grad_w += g.t() @ hb
         if want_grad:
-            inv = 1.0 / n_valid
-            grad_h.mul_(inv)
-            grad_w.mul_(inv)
-            if grad_b is not None:
-                grad_b.mul_(inv)
             ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else h.new_zeros(0))
         ctx.has_bias = bias is not None
         ctx.in_dtypes = (h.dtype, weight.dtype)
@@ -366,19 +348,16 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """``F.cross_entropy(F.linear(h, weight, bias), targets)`` (mean over non-ignored rows)
     without materialising the logits; see :class:`_LinearCrossEntropy`.
 
-    Under CPU/CUDA autocast the matmuls run in the autocast dtype, and so do a training step's
-    logits and softmax (computed in fp32 inside ATen's kernel, stored in the autocast dtype, as the
-    gradient matmuls read them); the loss and the accumulated gradients are fp32. ``chunk`` rows per
-    logits matmul and softmax default to 16 M logits on a CPU (~500 rows at V = 33k: a larger
-    matmul runs faster there, and the row-wise softmax does not need the chunk in cache) and 64 M on
-    a GPU; ``block`` rows per gradient matmul to ~128 MB of gradient buffer on a CPU, 16x that on a
-    GPU, where kernel launches rather than cache size set the pace.
+    Under CPU/CUDA autocast the two matmuls run in the autocast dtype (softmax and the
+    accumulated gradients stay fp32). ``chunk`` rows per softmax step default to ~16 MB of fp32
+    logits; ``block`` rows per gradient matmul to ~128 MB of gradient buffer. On a GPU, where each
+    chunk's dozen kernel launches rather than cache size set the pace, both are 16x larger.
     """
     v = max(weight.size(0), 1)
     dev = h.device.type
     big = 1 if dev == "cpu" else 16
     if chunk is None:
-        chunk = max(16, (1 << (24 if dev == "cpu" else 26)) // v)
+        chunk = max(16, (big << 22) // v)
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         dtype = torch.float32
