@@ -212,11 +212,9 @@ def child_info(spec: dict) -> dict:
     else:
         from ulmfit.core.accel import resolve_mixed_precision
         info["default_precision"] = {"bf16": "bf16", "no": "fp32"}.get(resolve_mixed_precision("auto"), "fp32")
-        from ulmfit.core.accel import cpu_has_bf16
-        from ulmfit.text.awd_lstm.quantize import int8_available
+        from ulmfit.phases.use import auto_cpu_precision
 
-        info["predict_precision"] = ("bf16 autocast" if cpu_has_bf16() else "int8 LSTM weights" if int8_available()
-                                     else "fp32")
+        info["predict_precision"] = {"bf16": "bf16 autocast", "int8": "int8 LSTM weights"}.get(auto_cpu_precision(), "fp32")
     return info
 
 

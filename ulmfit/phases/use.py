@@ -104,6 +104,11 @@ def predict_cli(model_dir: str, texts=None, file=None, text_cols=None, top_k: in
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 
 
+def auto_cpu_precision() -> str:
+    """What ``auto`` means for an AWD-LSTM classifier on this CPU: bf16, int8 or fp32."""
+    return "bf16" if cpu_has_bf16() else "int8" if int8_available() else "fp32"
+
+
 def with_precision(clf, precision: str):
     """The classifier to predict with. An AWD-LSTM classifier (or an ensemble of them, member by
     member) on the CPU takes, with ``auto``, bf16 autocast where the CPU has bf16 matrix instructions
@@ -117,7 +122,7 @@ def with_precision(clf, precision: str):
     if precision == "bf16" and not awd:
         raise UlmfitError("--precision bf16 is for AWD-LSTM classifiers; use fp32 (or auto)")
     if precision == "auto" and awd_on_cpu:
-        precision = "bf16" if cpu_has_bf16() else "int8" if int8_available() else "fp32"
+        precision = auto_cpu_precision()
     if precision == "bf16":
         return clf.bf16()
     if precision == "int8":
