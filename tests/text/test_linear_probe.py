@@ -132,3 +132,10 @@ def test_normalize_is_refused_where_there_is_no_pooling_head():
         with pytest.raises(UlmfitError, match="model.normalize scales the pooled features"):
             backends.check_train_fields(cfg(*sets))
     backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "model.normalize=true"))
+
+
+def test_linear_probe_head_takes_logistic_or_centroid():
+    assert from_dict(ClassifierConfig, apply_overrides({}, ["linear_probe.head=centroid"])).linear_probe.head == "centroid"
+    assert from_dict(ClassifierConfig, {}).linear_probe.head == "logistic"
+    with pytest.raises(UlmfitError, match="linear_probe.head 'knn' is not one of logistic, centroid"):
+        from_dict(ClassifierConfig, apply_overrides({}, ["linear_probe.head=knn"]))

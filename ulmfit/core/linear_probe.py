@@ -1,4 +1,5 @@
-"""A linear head fitted to convergence on fixed features: multinomial logistic regression with L2.
+"""A linear head fitted to convergence on fixed features: multinomial logistic regression with L2, or
+a nearest-centroid head whose scale is fitted with the same objective (`fit_centroid`).
 
 Fitting the head on the frozen encoder's features before any layer is unfrozen is "LP-FT" (Kumar
 et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution"):
@@ -39,3 +40,43 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, n_classes: int, c
 
     opt.step(closure)
     return w.detach(), b.detach()
+
+
+def fit_centroid(features: torch.Tensor, labels: torch.Tensor, n_classes: int, center: torch.Tensor,
+                 c: float = 1.0, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a nearest-centroid head: class k scores ``s * (x - center) . d_k``, where d_k is the
+    unit direction from ``center`` to class k's mean feature (a class without rows scores 0).
+
+    Its argmax is the class whose centroid has the largest cosine to ``x - center`` (prototypes as in Snell
+    et al. 2017, "Prototypical Networks", with cosine). Only the scale s is fitted, with `fit_logistic`'s
+    objective restricted to weights ``s * D``: the penalty is s^2 ||D||^2 / (2C). ``center`` is where the
+    cosines are measured from; the mean feature of the domain's unlabelled texts puts it in the middle of
+    the domain instead of the middle of a few labelled rows.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"fit_centroid needs (n, d) features and n labels, got {tuple(features.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if c <= 0:
+        raise ValueError(f"fit_centroid: C must be positive, got {c}")
+    x = features.detach().to(torch.float64) - center.detach().to(torch.float64)
+    y = labels.detach().long().to(x.device)
+    d = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, device=x.device)
+    for k in range(n_classes):
+        rows = x[y == k]
+        if len(rows):
+            d[k] = F.normalize(rows.mean(0), dim=0)
+    m = x @ d.T
+    log_s = torch.zeros((), dtype=torch.float64, device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS([log_s], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        s = log_s.exp()
+        loss = F.cross_entropy(s * m, y, reduction="sum") + s * s * (d * d).sum() / (2 * c)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w = log_s.detach().exp() * d
+    return w, -(center.detach().to(torch.float64) @ w.T)

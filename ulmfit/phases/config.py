@@ -15,7 +15,7 @@ from typing import Any
 
 from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, PORTION, POSITIVE,  # noqa: F401
                                      Choices, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
-from ulmfit.text.choices import CONTRASTIVE_LOSSES, DISTIL_LOSSES, LONG_DOCS, VECTOR_LAYOUTS
+from ulmfit.text.choices import CONTRASTIVE_LOSSES, DISTIL_LOSSES, LONG_DOCS, PROBE_HEADS, VECTOR_LAYOUTS
 
 
 @dataclass
@@ -115,13 +115,18 @@ class ContrastiveConfig(Choices):
 
 
 @dataclass
-class LinearProbeConfig:
+class LinearProbeConfig(Choices):
+    SECTION, CHOICES = "linear_probe", {"head": PROBE_HEADS}
     RANGES = {"c": POSITIVE, "max_iter": AT_LEAST_1}
 
     # fit the head first as an L2 logistic regression (inverse strength C, as scikit-learn's) on the
     # frozen encoder's pooled features, after the contrastive stage (LP-FT); None: a random head
     c: float | None = None
     max_iter: int = 200                # L-BFGS iterations at most
+    # logistic | centroid: each class scores the cosine of (features - centre) with the direction from the
+    # centre to its mean feature; the centre is the mean feature of self_training's pool of unlabelled
+    # texts (without them: of the labelled rows), and C fits only the scale
+    head: str = "logistic"
 
 
 @dataclass

@@ -12,8 +12,9 @@ import time
 
 import torch
 
-from ulmfit.core.linear_probe import fit_logistic
+from ulmfit.core.linear_probe import fit_centroid, fit_logistic
 from ulmfit.errors import UlmfitError
+from ulmfit.text.choices import PROBE_HEADS
 from ulmfit.text.transformers import data as td
 
 
@@ -38,8 +39,21 @@ def pooled_features(classifier, texts, label_ids, bs: int = 64) -> tuple[torch.T
     return torch.cat(feats), torch.cat(ys)
 
 
-def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_iter: int = 200) -> dict:
-    """Set the head's linear layer to the logistic regression of the pooled features; a history row."""
+def features_in_order(classifier, texts, bs: int = 64) -> torch.Tensor:
+    """`pooled_features` of `texts`, one row per text in their order (float64)."""
+    x, idx = pooled_features(classifier, texts, list(range(len(texts))), bs)
+    out = torch.empty(x.shape, dtype=torch.float64)
+    out[idx.long()] = x.double()
+    return out
+
+
+def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_iter: int = 200,
+             head: str = "logistic", center: torch.Tensor | None = None) -> dict:
+    """Set the head's linear layer to the logistic regression of the pooled features, or with
+    ``head="centroid"`` to the nearest-centroid head measured from `center` (the mean feature of the
+    domain's unlabelled texts; None: of the labelled texts); a history row."""
+    if head not in PROBE_HEADS:
+        raise UlmfitError(f"classifier.linear_probe.head {head!r} is not one of {', '.join(PROBE_HEADS)}")
     if classifier.head is None:
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat "
                           "(pooling 'cls' uses the checkpoint's own head)")
@@ -47,7 +61,11 @@ def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
     t0 = time.time()
     x, y = pooled_features(classifier, texts, label_ids, bs)
-    w, b = fit_logistic(x, y, len(classifier.labels), c=c, max_iter=max_iter)
+    if head == "centroid":
+        mid = x.double().mean(0) if center is None else center
+        w, b = fit_centroid(x, y, len(classifier.labels), mid, c=c, max_iter=max_iter)
+    else:
+        w, b = fit_logistic(x, y, len(classifier.labels), c=c, max_iter=max_iter)
     out = classifier.head.out
     out.weight.data.copy_(w.to(out.weight.dtype))
     out.bias.data.copy_(b.to(out.bias.dtype))

@@ -23,7 +23,7 @@ import torch
 from ulmfit.core import Hooks, LayerGroups, TrainConfig, Trainer
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import all_groups_stage, side_config
-from ulmfit.text.transformers.linear_probe import fit_head
+from ulmfit.text.transformers.linear_probe import features_in_order, fit_head
 
 
 def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: float,
@@ -44,18 +44,28 @@ def pick_confident(probs: np.ndarray, quota: dict[int, int], min_confidence: flo
     return np.concatenate(rows), np.concatenate(labels)
 
 
-def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
-                 top_fraction: float = 1.0, pool: int | None = 2000, seed: int = 42) -> tuple[list, np.ndarray, dict]:
-    """(confident unlabelled texts, their predicted class ids, the quota per class): the pool is the
-    distinct unlabelled texts that are not labelled ones, at most `pool` of them (a seeded sample)."""
+def draw_pool(texts, unlabelled, pool: int | None = 2000, seed: int = 42) -> list:
+    """The distinct `unlabelled` texts that are not labelled ones (`texts`), at most `pool` of them (a
+    seeded sample, in their file's order)."""
     seen = set(texts)
     pool_texts = [t for t in dict.fromkeys(td.check_texts(unlabelled, "self-training texts")) if t not in seen]
     if pool and len(pool_texts) > pool:
         keep = np.sort(np.random.default_rng(seed).choice(len(pool_texts), pool, replace=False))
         pool_texts = [pool_texts[i] for i in keep]
+    return pool_texts
+
+
+def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
+                 top_fraction: float = 1.0, pool: int | None = 2000, seed: int = 42,
+                 proba=None) -> tuple[list, np.ndarray, dict]:
+    """(confident unlabelled texts, their predicted class ids, the quota per class): the pool is the
+    distinct unlabelled texts that are not labelled ones, at most `pool` of them (a seeded sample),
+    labelled by `proba(texts) -> (n, classes) array` (default: the model's `predict_proba`)."""
+    pool_texts = draw_pool(texts, unlabelled, pool, seed)
     counts = np.bincount(np.asarray(label_ids), minlength=len(model.labels))
     quota = {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
-    probs = model.predict_proba(pool_texts).numpy() if pool_texts else np.zeros((0, len(model.labels)))
+    proba = proba or (lambda t: model.predict_proba(t).numpy())
+    probs = proba(pool_texts) if pool_texts else np.zeros((0, len(model.labels)))
     rows, pseudo = pick_confident(probs, quota, min_confidence, top_fraction)
     return [pool_texts[i] for i in rows], pseudo, quota
 
@@ -85,14 +95,28 @@ def self_train(model, groups: LayerGroups, texts, label_ids, unlabelled, *, rati
 
 
 def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_iter: int = 200,
-                    ratio: float = 4.0, min_confidence: float = 0.5, top_fraction: float = 1.0,
-                    pool: int | None = 2000, bs: int = 64, seed: int = 42):
+                    head: str = "logistic", ratio: float = 4.0, min_confidence: float = 0.5,
+                    top_fraction: float = 1.0, pool: int | None = 2000, bs: int = 64, seed: int = 42,
+                    pool_features: torch.Tensor | None = None):
     """Pseudo-label `unlabelled` with `model` (its head already fitted) and fit the head again on the
-    frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head`, C = `c`).
+    frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head`, C = `c`;
+    a `centroid` head keeps measuring from the mean feature of the pool; `pool_features`, the pool's
+    features from the same encoder if the caller has them, spare reading it again).
 
     Returns (history rows, number of pseudo-labelled texts per class)."""
+    seen = {}
+
+    def proba(pool_texts):  # a centroid head: the pool's features label it and give the centre, one pass
+        x = seen["x"] = features_in_order(model, pool_texts, bs) if pool_features is None else pool_features
+        out = model.head.out
+        with torch.no_grad():
+            return torch.softmax(x @ out.weight.double().T + out.bias.double(), 1).numpy()
+
     extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
-                                        min_confidence=min_confidence, top_fraction=top_fraction, pool=pool, seed=seed)
-    row = fit_head(model, list(texts) + extra, list(label_ids) + pseudo.tolist(), c=c, bs=bs, max_iter=max_iter)
+                                        min_confidence=min_confidence, top_fraction=top_fraction, pool=pool, seed=seed,
+                                        proba=proba if head == "centroid" else None)
+    center = seen["x"].mean(0) if "x" in seen else None
+    row = fit_head(model, list(texts) + extra, list(label_ids) + pseudo.tolist(), c=c, bs=bs, max_iter=max_iter,
+                   head=head, center=center)
     row["stage_name"] = "self-training (head)"
     return [row], _per_class(model, pseudo, quota)

@@ -26,8 +26,8 @@ from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, se
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import sup_con_stage
-from ulmfit.text.transformers.linear_probe import fit_head
-from ulmfit.text.transformers.self_training import self_train, self_train_head
+from ulmfit.text.transformers.linear_probe import features_in_order, fit_head
+from ulmfit.text.transformers.self_training import draw_pool, self_train, self_train_head
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
     resolve_lr_factor,
@@ -213,8 +213,9 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay)
     first trains the encoder with a supervised contrastive loss on the labelled texts
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
-    stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter) then fits the
-    head as a logistic regression on the frozen encoder's pooled features before those stages
+    stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter, head) then fits the
+    head as a logistic regression (or a nearest-centroid head, measured from the mean feature of
+    self-training's pool) on the frozen encoder's pooled features before those stages
     (`linear_probe.fit_head`; LP-FT). `self_training` (optional: texts, mode, and
     `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them:
     mode "all" trains every group, mode "head" fits the head again with `linear_probe`'s options.
@@ -231,8 +232,14 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
         history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
-    if linear_probe:
-        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2, **linear_probe)]
+    center = pool_x = None
+    if linear_probe:  # a centroid head measures from the unlabelled texts' mean feature, if there are any
+        if linear_probe.get("head") == "centroid" and self_training and self_training.get("texts"):
+            pool = draw_pool(texts, self_training["texts"], self_training.get("pool", 2000), side["seed"])
+            pool_x = features_in_order(setup.model, pool, kw.get("bs", 32) * 2) if pool else None
+            center = pool_x.mean(0) if pool else None
+        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2, center=center,
+                                      **linear_probe)]
     if setup.stages:  # strategy none: the head linear_probe fitted is the classifier's
         history = history + setup.trainer.fit(setup.stages)
     pseudo = None
@@ -242,8 +249,10 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         if st.pop("mode", "all") == "head":  # fit the head again on the frozen features; nothing else trains
             for k in ("epochs", "lr"):
                 st.pop(k, None)
+            same = center is not None and not setup.stages  # no stage moved the encoder since the pool was read
             rows, pseudo = self_train_head(setup.model, texts, y, unlabelled, bs=kw.get("bs", 32) * 2,
-                                           seed=side["seed"], **(linear_probe or {}), **st)
+                                           seed=side["seed"], pool_features=pool_x if same else None,
+                                           **(linear_probe or {}), **st)
         else:
             rows, pseudo = self_train(setup.model, setup.trainer.groups, texts, y, unlabelled, bs=kw.get("bs", 32),
                                       **side, **st)
