@@ -55,6 +55,12 @@ def draw_pool(texts, unlabelled, pool: int | None = 2000, seed: int = 42) -> lis
     return pool_texts
 
 
+def read_pool(model, texts, unlabelled, pool: int | None = 2000, seed: int = 42, bs: int = 64):
+    """The pooled features (float64, one row per text) of `draw_pool`'s texts; None for an empty pool."""
+    pool_texts = draw_pool(texts, unlabelled, pool, seed)
+    return features_in_order(model, pool_texts, bs) if pool_texts else None
+
+
 def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
                  top_fraction: float = 1.0, pool: int | None = 2000, seed: int = 42,
                  proba=None) -> tuple[list, np.ndarray, dict]:
@@ -104,18 +110,18 @@ def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_
     features from the same encoder if the caller has them, spare reading it again).
 
     Returns (history rows, number of pseudo-labelled texts per class)."""
-    seen = {}
-
-    def proba(pool_texts):  # a centroid head: the pool's features label it and give the centre, one pass
-        x = seen["x"] = features_in_order(model, pool_texts, bs) if pool_features is None else pool_features
-        out = model.head.out
-        with torch.no_grad():
-            return torch.softmax(x @ out.weight.double().T + out.bias.double(), 1).numpy()
-
+    center = proba = None
+    if head == "centroid":  # the pool's features, read once, label it and give the centre
+        x = read_pool(model, texts, unlabelled, pool, seed, bs) if pool_features is None else pool_features
+        if x is not None:
+            center = x.mean(0)
+            out = model.head.out
+            with torch.no_grad():
+                probs = torch.softmax(x @ out.weight.double().T + out.bias.double(), 1).numpy()
+            proba = lambda _pool_texts: probs  # noqa: E731 - the same texts: pseudo_label draws this pool
     extra, pseudo, quota = pseudo_label(model, texts, label_ids, unlabelled, ratio=ratio,
                                         min_confidence=min_confidence, top_fraction=top_fraction, pool=pool, seed=seed,
-                                        proba=proba if head == "centroid" else None)
-    center = seen["x"].mean(0) if "x" in seen else None
+                                        proba=proba)
     row = fit_head(model, list(texts) + extra, list(label_ids) + pseudo.tolist(), c=c, bs=bs, max_iter=max_iter,
                    head=head, center=center)
     row["stage_name"] = "self-training (head)"

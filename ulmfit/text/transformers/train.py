@@ -26,8 +26,8 @@ from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, se
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import sup_con_stage
-from ulmfit.text.transformers.linear_probe import features_in_order, fit_head
-from ulmfit.text.transformers.self_training import draw_pool, self_train, self_train_head
+from ulmfit.text.transformers.linear_probe import fit_head
+from ulmfit.text.transformers.self_training import read_pool, self_train, self_train_head
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
     resolve_lr_factor,
@@ -232,14 +232,13 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
         history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
-    center = pool_x = None
+    pool_x = None
     if linear_probe:  # a centroid head measures from the unlabelled texts' mean feature, if there are any
         if linear_probe.get("head") == "centroid" and self_training and self_training.get("texts"):
-            pool = draw_pool(texts, self_training["texts"], self_training.get("pool", 2000), side["seed"])
-            pool_x = features_in_order(setup.model, pool, kw.get("bs", 32) * 2) if pool else None
-            center = pool_x.mean(0) if pool else None
-        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2, center=center,
-                                      **linear_probe)]
+            pool_x = read_pool(setup.model, texts, self_training["texts"], self_training.get("pool", 2000),
+                               side["seed"], kw.get("bs", 32) * 2)
+        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2,
+                                      center=None if pool_x is None else pool_x.mean(0), **linear_probe)]
     if setup.stages:  # strategy none: the head linear_probe fitted is the classifier's
         history = history + setup.trainer.fit(setup.stages)
     pseudo = None
@@ -249,7 +248,7 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         if st.pop("mode", "all") == "head":  # fit the head again on the frozen features; nothing else trains
             for k in ("epochs", "lr"):
                 st.pop(k, None)
-            same = center is not None and not setup.stages  # no stage moved the encoder since the pool was read
+            same = pool_x is not None and not setup.stages  # no stage moved the encoder since the pool was read
             rows, pseudo = self_train_head(setup.model, texts, y, unlabelled, bs=kw.get("bs", 32) * 2,
                                            seed=side["seed"], pool_features=pool_x if same else None,
                                            **(linear_probe or {}), **st)
