@@ -106,6 +106,20 @@ def test_missing_and_unknown_labels(tmp_path):
         load_classification(tr, test=te)
 
 
+def test_a_test_file_without_labels_is_read_unlabelled_and_says_so(tmp_path, caplog):
+    tr = _csv(tmp_path / "tr.csv")
+    te = tmp_path / "te.csv"
+    te.write_text("text\nsome words\nmore words\n")
+    with caplog.at_level(logging.WARNING, logger="ulmfit"):
+        data = load_classification(tr, test=te)
+    assert data.test.texts == ["some words", "more words"] and data.test.labels is None
+    assert "has no 'label' column" in caplog.text and "no test metrics" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ulmfit"):
+        assert load_classification(tr, test=_csv(tmp_path / "te2.csv")).test.labels is not None
+    assert "no test metrics" not in caplog.text
+
+
 def test_invalid_utf8(tmp_path, caplog):
     p = tmp_path / "bad.csv"
     p.write_bytes(b"text,label\ncaf\xe9 ok,a\nfine,b\n")

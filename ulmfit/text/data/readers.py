@@ -263,8 +263,11 @@ def load_classification(train, valid=None, test=None, text_cols="text", label_co
         va = Split([tr_texts[i] for i in vi], y_tr[vi])
     te = None
     if test is not None:
-        te_texts, te_raw = read_texts(test, text_cols, label_col, fmt, delim, strict) \
-            if label_col and _has_col(test, label_col, fmt) else \
+        labelled = bool(label_col) and _has_col(test, label_col, fmt)
+        if label_col and not labelled:
+            log.warning("%s has no %r column: its texts are read unlabelled and no test metrics are reported",
+                        test, label_col)
+        te_texts, te_raw = read_texts(test, text_cols, label_col, fmt, delim, strict) if labelled else \
             (read_texts(test, text_cols, None, fmt, None, strict)[0], None)
         te = Split(te_texts, None if te_raw is None else
                    encode_labels(te_raw, classes, str(test), multi_label))
