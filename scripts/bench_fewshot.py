@@ -9,10 +9,11 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   which has `setfit==1.2.0` installed; see docs/results.md#few-shot-against-setfit).
 - `ulmfit`: `configs/fewshot-minilm.yaml` (or `--recipe`) through the CLI: phase 2 (SimCSE on the
   data set's training texts, labels unused) once per data set, then phase 3 per draw (SetFit's
-  pairs, then the head fitted as a logistic regression, `classifier.linear_probe`, then fitted again
+  pairs, then the head fitted, `classifier.linear_probe` with `head: auto` (a centroid head for two
+  classes, a logistic regression for more), then fitted again
   with confident pseudo labels of the data set's training texts, labels unused,
   `classifier.self_training.mode: head`; no layer trains after the pairs).
-  `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted head, no
+  `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted logistic head, no
   self-training. `ulmfit_probe`: that head, then gradual unfreezing with layer decay (LP-FT).
   `ulmfit_pairs`: the pairs, then the head trained by cross-entropy and gradual unfreezing
   (`GRADUAL`: the recipe of the second to fourth runs in docs/results.md);
@@ -81,6 +82,8 @@ PAIRS = ["contrastive.loss=pairs", "contrastive.epochs=1", "contrastive.lr=2e-5"
 GRADUAL = ["linear_probe.c=null", "train.strategy=gradual", "self_training.texts=null"]
 # no self-training after the fitted head (the recipe of the fifth run)
 NO_ST = ["self_training.texts=null"]
+# the fifth run's head: a logistic regression whatever the number of classes
+LOGISTIC = ["linear_probe.c=1.0", "linear_probe.head=logistic"]
 
 
 def minilm() -> str:
@@ -285,8 +288,8 @@ def main(argv=None) -> dict:
                                  "ulmfit_self_train": GRADUAL + [f"self_training.texts={data / ds / 'train.csv'}",
                                                                  "self_training.mode=all", "self_training.ratio=4",
                                                                  "self_training.top_fraction=1.0"],
-                                 "ulmfit_probe": ["linear_probe.c=1.0", "train.strategy=gradual"] + NO_ST,
-                                 "ulmfit_probe_only": ["linear_probe.c=1.0", "train.strategy=none"] + NO_ST,
+                                 "ulmfit_probe": LOGISTIC + ["train.strategy=gradual"] + NO_ST,
+                                 "ulmfit_probe_only": LOGISTIC + ["train.strategy=none"] + NO_ST,
                                  }.get(tool, [])
                         res = run_ulmfit(args, csv_path, test, seed, None if tool == "ulmfit_no_phase2" else lm,
                                          run_dir, extra)

@@ -40,6 +40,7 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
                                                          f"finetune_lm.data.train={DATA / 'trec6' / 'train.csv'}"))
     m = json.loads((out / "classifier" / "metrics.json").read_text())
     assert m["n_train"] == 48 and m["n_classes"] == 6  # exactly 8 per class, no validation split
+    assert m["linear_probe_head"] == "logistic"  # head: auto, six classes
     assert "valid_accuracy" not in m
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
     assert m["test_accuracy"] > majority + 0.4, (m, r.stderr[-2000:])

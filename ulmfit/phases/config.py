@@ -125,7 +125,8 @@ class LinearProbeConfig(Choices):
     max_iter: int = 200                # L-BFGS iterations at most
     # logistic | centroid: each class scores the cosine of (features - centre) with the direction from the
     # centre to its mean feature; the centre is the mean feature of self_training's pool of unlabelled
-    # texts (without them: of the labelled rows), and C fits only the scale
+    # texts (without them: of the labelled rows), and C fits only the scale; auto: centroid for two classes,
+    # logistic for more (the run's metrics.json names the one used as linear_probe_head)
     head: str = "logistic"
 
 

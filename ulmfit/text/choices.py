@@ -6,4 +6,4 @@ VECTOR_LAYOUTS = ("concat", "project")   # model.vectors.layout (text/awd_lstm/v
 LONG_DOCS = ("truncate", "windows")      # model.long_docs (text/transformers/data.py)
 CONTRASTIVE_LOSSES = ("supcon", "pairs")  # contrastive.loss (text/transformers/contrastive.py)
 DISTIL_LOSSES = ("kl", "mse")            # classifier.distil.loss (core/distillation.py SOFT_LOSSES)
-PROBE_HEADS = ("logistic", "centroid")  # linear_probe.head (text/transformers/linear_probe.py)
+PROBE_HEADS = ("logistic", "centroid", "auto")  # linear_probe.head (text/transformers/linear_probe.py)

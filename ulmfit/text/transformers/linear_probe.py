@@ -47,13 +47,23 @@ def features_in_order(classifier, texts, bs: int = 64) -> torch.Tensor:
     return out
 
 
+def resolve_head(head: str, n_classes: int) -> str:
+    """The head `linear_probe.head` names for a task of `n_classes`: ``auto`` is the centroid head for two
+    classes and the logistic one for more (docs/results.md#a-centroid-head-for-sentiment)."""
+    if head not in PROBE_HEADS:
+        raise UlmfitError(f"classifier.linear_probe.head {head!r} is not one of {', '.join(PROBE_HEADS)}")
+    if head != "auto":
+        return head
+    return "centroid" if n_classes == 2 else "logistic"
+
+
 def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_iter: int = 200,
              head: str = "logistic", center: torch.Tensor | None = None) -> dict:
     """Set the head's linear layer to the logistic regression of the pooled features, or with
     ``head="centroid"`` to the nearest-centroid head measured from `center` (the mean feature of the
-    domain's unlabelled texts; None: of the labelled texts); a history row."""
-    if head not in PROBE_HEADS:
-        raise UlmfitError(f"classifier.linear_probe.head {head!r} is not one of {', '.join(PROBE_HEADS)}")
+    domain's unlabelled texts; None: of the labelled texts), ``head="auto"`` to the one `resolve_head`
+    picks; a history row."""
+    head = resolve_head(head, len(classifier.labels))
     if classifier.head is None:
         raise UlmfitError("classifier.linear_probe fits a pooling head: set model.pooling to mean, max or concat "
                           "(pooling 'cls' uses the checkpoint's own head)")

@@ -26,7 +26,7 @@ from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, se
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
 from ulmfit.text.transformers.contrastive import sup_con_stage
-from ulmfit.text.transformers.linear_probe import fit_head
+from ulmfit.text.transformers.linear_probe import fit_head, resolve_head
 from ulmfit.text.transformers.self_training import read_pool, self_train, self_train_head
 from ulmfit.text.transformers.backbone import (
     LMWrapper, from_pretrained, build_classifier, layer_groups, lm_kind, lm_loss, load_tokenizer,
@@ -204,6 +204,30 @@ class ClassifierResult:
         return self.model.predict_proba(texts, bs)
 
 
+def _probe_stage(model, texts, y, linear_probe: dict, self_training: dict | None, seed: int, bs: int):
+    """(history row, pool features or None): the head fitted on the frozen features; a centroid head
+    measures from the mean feature of self-training's pool of unlabelled texts, if there are any."""
+    pool_x = None
+    if linear_probe.get("head") == "centroid" and self_training and self_training.get("texts"):
+        pool_x = read_pool(model, texts, self_training["texts"], self_training.get("pool", 2000), seed, bs)
+    row = fit_head(model, texts, y, bs=bs, center=None if pool_x is None else pool_x.mean(0), **linear_probe)
+    return row, pool_x
+
+
+def _self_training_stage(setup, texts, y, self_training: dict, linear_probe: dict | None, side: dict, bs: int,
+                         pool_x=None):
+    """(history rows, pseudo labels per class): mode "head" fits the head again on the frozen features
+    (nothing else trains; `pool_x`, the pool's features if still current); mode "all" trains every group."""
+    st = dict(self_training)
+    unlabelled = st.pop("texts")
+    if st.pop("mode", "all") == "head":
+        for k in ("epochs", "lr"):
+            st.pop(k, None)
+        return self_train_head(setup.model, texts, y, unlabelled, bs=bs * 2, seed=side["seed"], pool_features=pool_x,
+                               **(linear_probe or {}), **st)
+    return self_train(setup.model, setup.trainer.groups, texts, y, unlabelled, bs=bs, **side, **st)
+
+
 def train_transformer_classifier(model_path, train_texts, train_labels, valid_texts=None, valid_labels=None,
                                  test_texts=None, test_labels=None, contrastive: dict | None = None,
                                  self_training: dict | None = None, linear_probe: dict | None = None,
@@ -215,7 +239,7 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
     stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter, head) then fits the
     head as a logistic regression (or a nearest-centroid head, measured from the mean feature of
-    self-training's pool) on the frozen encoder's pooled features before those stages
+    self-training's pool; `auto`: centroid for two classes) on the frozen encoder's pooled features before those stages
     (`linear_probe.fit_head`; LP-FT). `self_training` (optional: texts, mode, and
     `self_training.self_train`'s options) then pseudo-labels those unlabelled texts and trains on them:
     mode "all" trains every group, mode "head" fits the head again with `linear_probe`'s options.
@@ -233,28 +257,19 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
         history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
     pool_x = None
-    if linear_probe:  # a centroid head measures from the unlabelled texts' mean feature, if there are any
-        if linear_probe.get("head") == "centroid" and self_training and self_training.get("texts"):
-            pool_x = read_pool(setup.model, texts, self_training["texts"], self_training.get("pool", 2000),
-                               side["seed"], kw.get("bs", 32) * 2)
-        history = history + [fit_head(setup.model, texts, y, bs=kw.get("bs", 32) * 2,
-                                      center=None if pool_x is None else pool_x.mean(0), **linear_probe)]
+    if linear_probe:  # `auto` names a head by the number of classes; the run's metrics say which
+        linear_probe = dict(linear_probe, head=resolve_head(linear_probe.get("head", "logistic"),
+                                                            len(setup.model.labels)))
+        row, pool_x = _probe_stage(setup.model, texts, y, linear_probe, self_training, side["seed"],
+                                   kw.get("bs", 32) * 2)
+        history = history + [row]
     if setup.stages:  # strategy none: the head linear_probe fitted is the classifier's
         history = history + setup.trainer.fit(setup.stages)
     pseudo = None
     if self_training and self_training.get("texts"):
-        st = dict(self_training)
-        unlabelled = st.pop("texts")
-        if st.pop("mode", "all") == "head":  # fit the head again on the frozen features; nothing else trains
-            for k in ("epochs", "lr"):
-                st.pop(k, None)
-            same = pool_x is not None and not setup.stages  # no stage moved the encoder since the pool was read
-            rows, pseudo = self_train_head(setup.model, texts, y, unlabelled, bs=kw.get("bs", 32) * 2,
-                                           seed=side["seed"], pool_features=pool_x if same else None,
-                                           **(linear_probe or {}), **st)
-        else:
-            rows, pseudo = self_train(setup.model, setup.trainer.groups, texts, y, unlabelled, bs=kw.get("bs", 32),
-                                      **side, **st)
+        same = pool_x is not None and not setup.stages  # no stage moved the encoder since the pool was read
+        rows, pseudo = _self_training_stage(setup, texts, y, self_training, linear_probe, side, kw.get("bs", 32),
+                                            pool_x if same else None)
         history = history + rows
     secs = time.time() - t0
     metrics = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("valid_")}
@@ -275,6 +290,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     metrics["train_seconds"] = secs
     if pseudo is not None:
         metrics["pseudo_labelled"] = pseudo
+    if linear_probe:
+        metrics["linear_probe_head"] = linear_probe["head"]
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
     if out is not None:
         setup.model.save_pretrained(out / "model")
