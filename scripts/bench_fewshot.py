@@ -11,7 +11,7 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
   data set's training texts, labels unused) once per data set, then phase 3 per draw (SetFit's
   pairs, then the head fitted, `classifier.linear_probe` with `head: auto` (a centroid head for two
   classes, a logistic regression for more), then fitted again
-  with confident pseudo labels of the data set's training texts, labels unused,
+  with confident pseudo labels of the data set's training texts, labels unused (`rounds: auto`),
   `classifier.self_training.mode: head`; no layer trains after the pairs).
   `ulmfit_probe_only`: the recipe of the fifth run in docs/results.md: the fitted logistic head, no
   self-training. `ulmfit_probe`: that head, then gradual unfreezing with layer decay (LP-FT).

@@ -127,8 +127,10 @@ def test_self_training_of_the_head_through_the_cli(tmp_path):
            *_sets(f"data.train={DATA / 'trec6' / 'train.csv'}", f"data.test={DATA / 'trec6' / 'test.csv'}",
                   "data.train_size=4pc", "model.max_length=32", "contrastive.epochs=0", "linear_probe.c=1.0",
                   "train.strategy=none", f"self_training.texts={DATA / 'trec6' / 'train.csv'}",
-                  "self_training.mode=head", "self_training.pool=300", "self_training.ratio=2"))
+                  "self_training.mode=head", "self_training.pool=300", "self_training.ratio=2",
+                  "self_training.rounds=5"))
     m = json.loads((out / "metrics.json").read_text())
+    assert 1 <= m["self_training_rounds"] <= 5  # it stops once a round picks what the last one did
     assert sum(m["pseudo_labelled"].values()) > 0 and all(v <= 8 for v in m["pseudo_labelled"].values())
     report = (out / "report.md").read_text()
     rows = [ln.split("|")[2].strip() for ln in report.splitlines() if ln.startswith("| ") and ln.count("|") == 7]
@@ -140,6 +142,9 @@ def test_self_training_of_the_head_through_the_cli(tmp_path):
 @pytest.mark.parametrize("sets,message", [
     (["linear_probe.c=null", "train.strategy=gradual", "self_training.mode=head"], "set classifier.linear_probe.c"),
     (["self_training.mode=refit"], "self_training.mode 'refit' is not one of all, head"),
+    (["self_training.mode=all", "self_training.rounds=3"], "mode all trains once"),
+    (["self_training.rounds=0"], "self_training.rounds"),
+    (["self_training.rounds=often"], "self_training.rounds 'often' is not a number of rounds (1 or more) or auto"),
 ])
 def test_self_training_head_bad_input_is_one_line_and_exit_2(tmp_path, sets, message):
     r = ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / "o"), "-q",

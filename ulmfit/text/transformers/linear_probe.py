@@ -71,6 +71,17 @@ def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
     t0 = time.time()
     x, y = pooled_features(classifier, texts, label_ids, bs)
+    row = fit_head_on(classifier, x, y, c=c, max_iter=max_iter, head=head, center=center)
+    row["epoch_s"] = time.time() - t0
+    return row
+
+
+def fit_head_on(classifier, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, max_iter: int = 200,
+                head: str = "logistic", center: torch.Tensor | None = None) -> dict:
+    """`fit_head` on features already read (`x`, (n, d), labels `y`); a history row."""
+    t0 = time.time()
+    head = resolve_head(head, len(classifier.labels))
+    y = torch.as_tensor(y).long()
     if head == "centroid":
         mid = x.double().mean(0) if center is None else center
         w, b = fit_centroid(x, y, len(classifier.labels), mid, c=c, max_iter=max_iter)
@@ -81,5 +92,13 @@ def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_
     out.bias.data.copy_(b.to(out.bias.dtype))
     logits = x.double() @ w.T + b
     # one pass over the labelled rows, reported as an epoch so the run report and its plot list it in order
-    return {"epoch": 1, "stage": 0, "stage_name": "linear_probe", "train_loss": float(torch.nn.functional.cross_entropy(logits, y.long())),
+    return {"epoch": 1, "stage": 0, "stage_name": "linear_probe", "train_loss": float(torch.nn.functional.cross_entropy(logits, y)),
             "train_accuracy": float((logits.argmax(1) == y).double().mean()), "epoch_s": time.time() - t0}
+
+
+def head_proba(classifier, x: torch.Tensor) -> torch.Tensor:
+    """The head's class probabilities (float64) of pooled features `x`: what `predict_proba` gives for the
+    texts they were read from, without reading them again."""
+    out = classifier.head.out
+    with torch.no_grad():
+        return torch.softmax(x.double() @ out.weight.double().T + out.bias.double(), 1)

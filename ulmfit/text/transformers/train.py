@@ -225,6 +225,7 @@ def _self_training_stage(setup, texts, y, self_training: dict, linear_probe: dic
             st.pop(k, None)
         return self_train_head(setup.model, texts, y, unlabelled, bs=bs * 2, seed=side["seed"], pool_features=pool_x,
                                **(linear_probe or {}), **st)
+    st.pop("rounds", None)  # mode all trains once (refused above 1 by the config check)
     return self_train(setup.model, setup.trainer.groups, texts, y, unlabelled, bs=bs, **side, **st)
 
 
@@ -290,6 +291,7 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     metrics["train_seconds"] = secs
     if pseudo is not None:
         metrics["pseudo_labelled"] = pseudo
+        metrics.update({"self_training_rounds": r["rounds"] for r in history[-1:] if "rounds" in r})
     if linear_probe:
         metrics["linear_probe_head"] = linear_probe["head"]
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
