@@ -15,7 +15,8 @@ def _cfg(cls, *sets):
     return from_dict(cls, apply_overrides({}, list(sets)))
 
 
-def test_every_backend_answers_every_phase():
+def test_every_backend_answers_every_phase(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' default out folders (runs/...) land here
     assert set(backends.BACKENDS) == {"awd_lstm", "transformers", "vision"}
     for b in backends.BACKENDS.values():
         assert all(callable(getattr(b, f)) for f in ("pretrain", "finetune_lm", "train_classifier",
@@ -24,6 +25,7 @@ def test_every_backend_answers_every_phase():
         backends.train_classifier(_cfg(ClassifierConfig, "model.type=lstm"))
     with pytest.raises(UlmfitError, match="transformers has no pretraining phase; a transformers checkpoint starts"):
         backends.pretrain(_cfg(PretrainConfig, "model.type=transformers"))
+    assert not (tmp_path / "runs" / "pretrain.partial").exists()  # a phase that wrote nothing leaves no folder
 
 
 def test_transformers_refuses_the_lm_loop_fields_and_honours_the_rest():

@@ -218,7 +218,12 @@ def _run(phase: str, cfg, quiet: bool, resume: bool, force: bool) -> RunResult:
     if not staged:
         check_finished(out, resume, force)
     stage = begin_run(out, resume, force) if staged else check_out_dir(out)
-    metrics = fn(dataclasses.replace(cfg, out=str(stage)), quiet=quiet, resume=resume)
+    try:
+        metrics = fn(dataclasses.replace(cfg, out=str(stage)), quiet=quiet, resume=resume)
+    except BaseException:
+        if staged and stage.is_dir() and not any(stage.iterdir()):
+            stage.rmdir()  # it failed before writing anything: nothing to resume, no empty folder left behind
+        raise
     if staged:
         finish_run(stage, out)
     log(f"wrote {out}", quiet)
