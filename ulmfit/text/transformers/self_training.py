@@ -64,17 +64,21 @@ def read_pool(model, texts, unlabelled, pool: int | None = 2000, seed: int = 42,
     return features_in_order(model, pool_texts, bs) if pool_texts else None
 
 
+def class_quota(label_ids, n_classes: int, ratio: float) -> dict[int, int]:
+    """Pseudo labels each class may take: `ratio` x its labelled count (classes without rows get none)."""
+    counts = np.bincount(np.asarray(label_ids, dtype=int), minlength=n_classes)
+    return {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
+
+
 def pseudo_label(model, texts, label_ids, unlabelled, *, ratio: float = 4.0, min_confidence: float = 0.5,
-                 top_fraction: float = 1.0, pool: int | None = 2000, seed: int = 42,
-                 proba=None) -> tuple[list, np.ndarray, dict]:
+                 top_fraction: float = 1.0, pool: int | None = 2000,
+                 seed: int = 42) -> tuple[list, np.ndarray, dict]:
     """(confident unlabelled texts, their predicted class ids, the quota per class): the pool is the
     distinct unlabelled texts that are not labelled ones, at most `pool` of them (a seeded sample),
-    labelled by `proba(texts) -> (n, classes) array` (default: the model's `predict_proba`)."""
+    labelled by the model's `predict_proba`."""
     pool_texts = draw_pool(texts, unlabelled, pool, seed)
-    counts = np.bincount(np.asarray(label_ids), minlength=len(model.labels))
-    quota = {c: int(round(ratio * n)) for c, n in enumerate(counts) if n}
-    proba = proba or (lambda t: model.predict_proba(t).numpy())
-    probs = proba(pool_texts) if pool_texts else np.zeros((0, len(model.labels)))
+    quota = class_quota(label_ids, len(model.labels), ratio)
+    probs = model.predict_proba(pool_texts).numpy() if pool_texts else np.zeros((0, len(model.labels)))
     rows, pseudo = pick_confident(probs, quota, min_confidence, top_fraction)
     return [pool_texts[i] for i in rows], pseudo, quota
 
@@ -133,15 +137,13 @@ def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_
     t0 = time.time()
     head = resolve_head(head, len(model.labels))
     rounds = resolve_rounds(rounds, head)
-    pool_texts = draw_pool(texts, unlabelled, pool, seed)
     if pool_features is None:
-        pool_features = features_in_order(model, pool_texts, bs) if pool_texts else None
+        pool_features = read_pool(model, texts, unlabelled, pool, seed, bs)
     x_pool = pool_features if pool_features is not None else torch.zeros(0, model.head.out.in_features,
                                                                              dtype=torch.float64)
     center = x_pool.mean(0) if head == "centroid" and len(x_pool) else None
     x_lab, y_lab = features_in_order(model, list(texts), bs), torch.as_tensor(list(label_ids)).long()
-    counts = np.bincount(y_lab.numpy(), minlength=len(model.labels))
-    quota = {k: int(round(ratio * n)) for k, n in enumerate(counts) if n}
+    quota = class_quota(label_ids, len(model.labels), ratio)
     picked, done = None, 0
     while done < max(1, rounds):
         rows, pseudo = pick_confident(head_proba(model, x_pool).numpy(), quota, min_confidence, top_fraction)

@@ -291,7 +291,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     metrics["train_seconds"] = secs
     if pseudo is not None:
         metrics["pseudo_labelled"] = pseudo
-        metrics.update({"self_training_rounds": r["rounds"] for r in history[-1:] if "rounds" in r})
+        if "rounds" in history[-1]:  # mode head says how many rounds it ran
+            metrics["self_training_rounds"] = history[-1]["rounds"]
     if linear_probe:
         metrics["linear_probe_head"] = linear_probe["head"]
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
