@@ -25,8 +25,12 @@ seed, N examples per class are drawn from the training file with ulmfit's sample
 
 Every tool gets the same MiniLM-L6 weights, the same thread count, no validation split, and is
 scored on the full test file. Rows go to OUT/rows.jsonl as they finish (a re-run skips the cells
-already there); OUT/table.md and OUT/fewshot.png summarise them (mean ± std over seeds of accuracy
-and macro-F1, train seconds); the table is also printed as JSON.
+already there); OUT/table.md and OUT/fewshot.png summarise the rows of the seeds, counts and data
+sets asked for (mean ± std over seeds of accuracy and macro-F1, train seconds), and table.md pairs
+each tool with SetFit draw by draw: the mean difference, wins / ties / losses, and paired tests of
+the difference and of equal spreads (with five draws a std ratio under about 2.5 is within chance).
+The tables are also printed as JSON. `--merge OUT2` adds the rows of another --out folder (tools
+run as two processes side by side, each in its own folder).
 
 Example:
   python scripts/bench_fewshot.py --setfit-python /work/setfit-venv/bin/python \\
@@ -202,12 +206,37 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
-def write_table(table: list[dict], out: Path, header: str) -> None:
+def paired_table(rows: list[dict]) -> list[dict]:
+    """Each tool against SetFit (or, without it, the first tool) on the draws both ran, per data set
+    and count: mean difference, wins / ties / losses, and the paired tests of the difference and of
+    equal spreads (`ulmfit.compare.paired`)."""
+    from ulmfit.compare.paired import paired
+
+    cells: dict[tuple, dict] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["per_class"]), {}).setdefault(r["tool"], {})[r["seed"]] = r["accuracy"]
+    out = []
+    for (ds, n), tools in sorted(cells.items()):
+        ref = "setfit" if "setfit" in tools else next(iter(tools))
+        for tool, acc in tools.items():
+            res = paired(tools[ref], acc) if tool != ref else {"n": 0}
+            if res["n"] >= 2:
+                out.append({"dataset": ds, "per_class": n, "ref": ref, "tool": tool,
+                            **{k: v for k, v in res.items() if k != "seeds"}})
+    return out
+
+
+def write_table(table: list[dict], out: Path, header: str, pairs: list[dict] = ()) -> None:
+    from ulmfit.compare.paired import paired_lines
+
     lines = [header, "", "| data | per class | tool | seeds | accuracy | macro-F1 | train s |", "|---|---|---|---|---|---|---|"]
     for t in table:
         lines.append(f"| {t['dataset']} | {t['per_class']} | {t['tool']} | {t['n_seeds']} | "
                      f"{t['accuracy_mean']:.3f} ± {t['accuracy_std']:.3f} | {t['macro_f1_mean']:.3f} ± "
                      f"{t['macro_f1_std']:.3f} | {t['train_s_mean']:.0f} |")
+    for (ds, n, ref) in dict.fromkeys((p["dataset"], p["per_class"], p["ref"]) for p in pairs):
+        lines += ["", f"{ds}, {n} per class, accuracy paired on the same draws:", ""]
+        lines += paired_lines(ref, [(p["tool"], p) for p in pairs if (p["dataset"], p["per_class"]) == (ds, n)])
     (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         import matplotlib
@@ -251,6 +280,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a classifier recipe override for every ulmfit tool (repeatable; e.g. train.lr=2e-5): "
                          "a variant of the recipe, measured in its own --out")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="OUT",
+                    help="also summarise the rows of these earlier --out folders (e.g. SetFit run in another "
+                         "process); nothing of theirs is re-run")
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,10 +337,15 @@ def main(argv=None) -> dict:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    table = summarise(rows)
+    for other in args.merge:
+        rows += [json.loads(x) for x in (Path(other) / "rows.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["seed"] in args.seeds and r["per_class"] in args.per_class
+            and r["dataset"] in args.datasets]
+    table, pairs = summarise(rows), paired_table(rows)
     write_table(table, out, f"Few-shot, MiniLM-L6, {args.threads} threads, {cpu}; test accuracy over seeds "
-                            f"{args.seeds} (mean ± sample std)")
-    result = {"cpu": cpu, "threads": args.threads, "setfit": bool(args.setfit_python), "table": table}
+                            f"{args.seeds} (mean ± sample std)", pairs)
+    result = {"cpu": cpu, "threads": args.threads, "setfit": bool(args.setfit_python), "table": table,
+              "paired": pairs}
     print(json.dumps(result, indent=1))
     return result
 

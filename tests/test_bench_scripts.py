@@ -111,3 +111,23 @@ def test_bench_long_docs_scores_both_readings_from_one_pass(tmp_path):
     m = text_metrics(model.predict_proba(split.texts), split.labels.tolist(), "windows")
     assert out["windows_accuracy"] == pytest.approx(m["windows_accuracy"], abs=1e-4)
     assert out["windows_loss"] == pytest.approx(m["windows_loss"], abs=1e-3)
+
+
+def test_bench_fewshot_pairs_each_tool_with_setfit_on_the_same_draws(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_fewshot
+
+    from ulmfit.compare.paired import paired
+
+    sf, ul = [0.65, 0.66, 0.63, 0.74, 0.57], [0.74, 0.72, 0.71, 0.76, 0.57]
+    rows = [{"dataset": "sst2", "per_class": 8, "tool": t, "seed": s, "accuracy": a, "macro_f1": a, "train_s": 1.0}
+            for t, accs in (("ulmfit", ul), ("setfit", sf)) for s, a in enumerate(accs)]
+    rows.append({**rows[0], "seed": 9})  # a draw SetFit did not run is left out of the pairing
+    pairs = bench_fewshot.paired_table(rows)
+    assert [(p["ref"], p["tool"], p["n"]) for p in pairs] == [("setfit", "ulmfit", 5)]
+    ref = paired(dict(enumerate(sf)), dict(enumerate(ul)))
+    assert pairs[0]["mean_diff"] == pytest.approx(ref["mean_diff"]) and pairs[0]["spread_p"] == ref["spread_p"]
+    assert (pairs[0]["wins"], pairs[0]["ties"]) == (4, 1)
+    bench_fewshot.write_table(bench_fewshot.summarise(rows), tmp_path, "header", pairs)
+    md = (tmp_path / "table.md").read_text()
+    assert "sst2, 8 per class, accuracy paired on the same draws" in md and "| ulmfit | 5 | +0.0500 | 4 / 1 / 0 | 0.04 | 0.0612 / 0.0752 | 0.54 |" in md

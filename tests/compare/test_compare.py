@@ -93,6 +93,12 @@ def test_tiny_compare_writes_every_file_with_the_right_rows(two_by_two):
     assert "| 1 | " in md and "gradual" in md and "full" in md and "±" in md
     assert summary["runs"] == 4 and summary["failed"] == 0
     assert {a["strategy"] for a in summary["ranking"]} == {"gradual", "full"}
+    # full paired with gradual (the first strategy) seed for seed
+    acc = {(r["strategy"], int(r["seed"])): float(r["test_accuracy"]) for r in rows}
+    (pair,) = summary["paired"]
+    assert (pair["ref"], pair["strategy"], pair["n"]) == ("gradual", "full", 2)
+    assert pair["mean_diff"] == pytest.approx(sum(acc["full", s] - acc["gradual", s] for s in (0, 1)) / 2)
+    assert "Paired on the same seeds against `gradual`" in md and "| full | 2 |" in md
     json.dumps(summary)  # the CLI prints it
 
 

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from ulmfit.core.checkpoint import atomic_write_text
+from ulmfit.compare.paired import paired, paired_lines
 
 COLUMNS = ["strategy", "seed", "train_size", "n_train", "epochs", "wall_s", "valid_accuracy", "valid_macro_f1",
            "test_accuracy", "test_macro_f1", "best_epoch", "best_valid_accuracy", "status", "error", "reused",
@@ -184,6 +185,7 @@ def write_summary(root: Path, rows: list[dict], lm_times: dict, wall: float) -> 
     agg = aggregate(rows)
     metric = agg[0]["metric"] if agg else "test_accuracy"
     f = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    paired_all: list[dict] = []
     lines = ["# ulmfit compare", "", f"{len(rows)} runs ({sum(r['status'] == 'failed' for r in rows)} failed), "
              f"ranked by mean {metric} (± sample std over seeds) within each labelled-set size.", ""]
     for size in dict.fromkeys(a["train_size"] for a in agg):
@@ -197,6 +199,12 @@ def write_summary(root: Path, rows: list[dict], lm_times: dict, wall: float) -> 
                          if a["wall_s_mean"] == a["wall_s_mean"] else
                          f"| {k} | {a['strategy']} | - | - | - | - | 0 | {a['n_failed']} |")
         lines.append("")
+        pairs = paired_rows(rows, size, metric)
+        if pairs:
+            ref = pairs[0]["ref"]
+            lines += [f"Paired on the same seeds against `{ref}` (the first strategy; b - a with a = {ref}):", ""]
+            lines += paired_lines(ref, [(r["strategy"], r) for r in pairs]) + [""]
+            paired_all += pairs
     sizes = list(dict.fromkeys(a["train_size"] for a in agg))
     if len(sizes) > 1:
         lines += ["## Low-shot: " + metric + " by labelled examples", "",
@@ -219,4 +227,23 @@ def write_summary(root: Path, rows: list[dict], lm_times: dict, wall: float) -> 
     atomic_write_text(root / "summary.md", "\n".join(lines))
     return {"out": str(root), "runs": len(rows), "failed": len(failed), "metric": metric,
             "ranking": [{k: a[k] for k in ("train_size", "strategy", "mean", "std", "wall_s_mean", "n_ok")}
-                        for a in agg]}
+                        for a in agg],
+            "paired": [{k: r[k] for k in ("train_size", "ref", "strategy", "n", "mean_diff", "wins", "losses",
+                                          "diff_p", "spread_p")} for r in paired_all]}
+
+
+def paired_rows(rows: list[dict], size, metric: str) -> list[dict]:
+    """Each strategy of a train size against the first one, on the seeds both finished."""
+    by: dict[str, dict] = {}
+    for r in rows:
+        if r["train_size"] == size and r["status"] == "ok" and r[metric] is not None:
+            by.setdefault(r["strategy"], {})[r["seed"]] = r[metric]
+    names = list(by)
+    if len(names) < 2:
+        return []
+    out = []
+    for name in names[1:]:
+        res = paired(by[names[0]], by[name])
+        if res["n"] >= 2:
+            out.append({"train_size": size, "ref": names[0], "strategy": name, **res})
+    return out
