@@ -206,6 +206,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def read_rows(folder: Path) -> list[dict]:
+    """The rows a run of this script wrote to `folder`/rows.jsonl (none if it has not run there)."""
+    path = folder / "rows.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
 def paired_table(rows: list[dict]) -> list[dict]:
     """Each tool against SetFit (or, without it, the first tool) on the draws both ran, per data set
     and count: mean difference, wins / ties / losses, and the paired tests of the difference and of
@@ -219,8 +225,8 @@ def paired_table(rows: list[dict]) -> list[dict]:
     for (ds, n), tools in sorted(cells.items()):
         ref = "setfit" if "setfit" in tools else next(iter(tools))
         for tool, acc in tools.items():
-            res = paired(tools[ref], acc) if tool != ref else {"n": 0}
-            if res["n"] >= 2:
+            res = paired(tools[ref], acc)
+            if tool != ref and res["n"] >= 2:
                 out.append({"dataset": ds, "per_class": n, "ref": ref, "tool": tool,
                             **{k: v for k, v in res.items() if k != "seeds"}})
     return out
@@ -284,13 +290,16 @@ def main(argv=None) -> dict:
                     help="also summarise the rows of these earlier --out folders (e.g. SetFit run in another "
                          "process); nothing of theirs is re-run")
     args = ap.parse_args(argv)
+    missing = [o for o in args.merge if not (Path(o) / "rows.jsonl").exists()]
+    if missing:
+        ap.error(f"--merge: no rows.jsonl in {', '.join(missing)} (give --out folders of earlier runs)")
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tools = [t for t in args.tools if t != "setfit" or args.setfit_python]
     if "setfit" in args.tools and not args.setfit_python:
         print("bench_fewshot: no --setfit-python given: measuring without SetFit", file=sys.stderr)
     rows_file = out / "rows.jsonl"
-    rows = [json.loads(x) for x in rows_file.read_text().splitlines()] if rows_file.exists() else []
+    rows = read_rows(out)
     done = {(r["dataset"], r["per_class"], r["seed"], r["tool"]) for r in rows}
     lms = {}
     for n in args.per_class:
@@ -338,7 +347,7 @@ def main(argv=None) -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     for other in args.merge:
-        rows += [json.loads(x) for x in (Path(other) / "rows.jsonl").read_text().splitlines()]
+        rows += read_rows(Path(other))
     rows = [r for r in rows if r["seed"] in args.seeds and r["per_class"] in args.per_class
             and r["dataset"] in args.datasets]
     table, pairs = summarise(rows), paired_table(rows)

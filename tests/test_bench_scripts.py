@@ -131,3 +131,13 @@ def test_bench_fewshot_pairs_each_tool_with_setfit_on_the_same_draws(tmp_path):
     bench_fewshot.write_table(bench_fewshot.summarise(rows), tmp_path, "header", pairs)
     md = (tmp_path / "table.md").read_text()
     assert "sst2, 8 per class, accuracy paired on the same draws" in md and "| ulmfit | 5 | +0.0500 | 4 / 1 / 0 | 0.04 | 0.0612 / 0.0752 | 0.54 |" in md
+
+
+def test_bench_fewshot_merge_of_a_folder_without_rows_is_one_line_and_exit_2(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_fewshot
+
+    with pytest.raises(SystemExit) as e:
+        bench_fewshot.main(["--tools", "ulmfit", "--merge", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "--merge: no rows.jsonl in" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

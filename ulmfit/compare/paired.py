@@ -13,25 +13,13 @@ from __future__ import annotations
 import math
 
 
-def _std(v: list[float]) -> float:
-    m = sum(v) / len(v)
-    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-
-
-def _corr_p(x: list[float], y: list[float]) -> float | None:
-    """Two-sided p of Pearson's r being 0 (t with n - 2 degrees of freedom); None when undefined."""
-    from scipy import stats
-
-    n = len(x)
-    if n < 3 or _std(x) == 0 or _std(y) == 0:
-        return None
-    mx, my = sum(x) / n, sum(y) / n
-    r = sum((a - mx) * (b - my) for a, b in zip(x, y)) / ((n - 1) * _std(x) * _std(y))
-    r = max(-1.0, min(1.0, r))
-    if abs(r) == 1.0:
-        return 0.0
-    t = r * math.sqrt((n - 2) / (1 - r * r))
-    return float(2 * stats.t.sf(abs(t), n - 2))
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value; nan for none)."""
+    if not values:
+        return math.nan, math.nan
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
 
 
 def paired(a: dict, b: dict) -> dict:
@@ -46,17 +34,17 @@ def paired(a: dict, b: dict) -> dict:
 
     seeds = [s for s in a if s in b and a[s] is not None and b[s] is not None]
     x, y = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
-    n = len(seeds)
     d = [v - u for u, v in zip(x, y)]
-    out = {"n": n, "seeds": seeds, "mean_a": sum(x) / n if n else math.nan, "mean_b": sum(y) / n if n else math.nan,
-           "std_a": _std(x) if n else math.nan, "std_b": _std(y) if n else math.nan,
-           "mean_diff": sum(d) / n if n else math.nan, "wins": sum(v > 0 for v in d),
-           "ties": sum(v == 0 for v in d), "losses": sum(v < 0 for v in d), "diff_p": None, "spread_p": None}
-    if n >= 2 and _std(d) > 0:
-        t = out["mean_diff"] / (_std(d) / math.sqrt(n))
-        out["diff_p"] = float(2 * stats.t.sf(abs(t), n - 1))
-    if n >= 3:
-        out["spread_p"] = _corr_p([u + v for u, v in zip(x, y)], [v - u for u, v in zip(x, y)])
+    (mean_a, std_a), (mean_b, std_b), (mean_d, std_d) = mean_std(x), mean_std(y), mean_std(d)
+    out = {"n": len(seeds), "seeds": seeds, "mean_a": mean_a, "mean_b": mean_b, "std_a": std_a, "std_b": std_b,
+           "mean_diff": mean_d, "wins": sum(v > 0 for v in d), "ties": sum(v == 0 for v in d),
+           "losses": sum(v < 0 for v in d), "diff_p": None, "spread_p": None}
+    if len(seeds) >= 2 and std_d > 0:
+        out["diff_p"] = float(stats.ttest_rel(y, x).pvalue)
+    total = [u + v for u, v in zip(x, y)]
+    if len(seeds) >= 3 and std_d > 0 and mean_std(total)[1] > 0:
+        # Pitman-Morgan: the spreads are equal exactly when the sums and the differences are uncorrelated
+        out["spread_p"] = float(stats.pearsonr(total, d).pvalue)
     return out
 
 

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from ulmfit.core.checkpoint import atomic_write_text
-from ulmfit.compare.paired import paired, paired_lines
+from ulmfit.compare.paired import mean_std, paired, paired_lines
 
 COLUMNS = ["strategy", "seed", "train_size", "n_train", "epochs", "wall_s", "valid_accuracy", "valid_macro_f1",
            "test_accuracy", "test_macro_f1", "best_epoch", "best_valid_accuracy", "status", "error", "reused",
@@ -52,8 +52,7 @@ def plot_accuracy(root: Path, rows: list[dict]) -> None:
             if not vals:
                 ax.text(i, 0.02, "failed", ha="center", rotation=90, color="red", fontsize=8)
                 continue
-            m = sum(vals) / len(vals)
-            sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            m, sd = mean_std(vals)
             ax.bar(i, m, color=f"C{i % 10}", alpha=0.35, width=0.7)
             ax.errorbar(i, m, yerr=sd, color="black", capsize=4, lw=1)
             ax.scatter([i + (j - (len(vals) - 1) / 2) * 0.08 for j in range(len(vals))], vals, color=f"C{i % 10}",
@@ -123,9 +122,7 @@ def plot_lowshot(root: Path, rows: list[dict]) -> None:
         if not pts:
             continue
         xs = sorted(pts)
-        ms = [sum(pts[x]) / len(pts[x]) for x in xs]
-        sds = [math.sqrt(sum((v - m) ** 2 for v in pts[x]) / (len(pts[x]) - 1)) if len(pts[x]) > 1 else 0.0
-               for x, m in zip(xs, ms)]
+        ms, sds = zip(*(mean_std(pts[x]) for x in xs))
         ax.errorbar(xs, ms, yerr=sds, fmt="o-", color=f"C{i % 10}", capsize=3, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training texts")
@@ -153,14 +150,6 @@ def write_results(root: Path, rows: list[dict]) -> None:
     atomic_write_text(root / "results.csv", buf.getvalue())
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
-
-
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and std per (train size, strategy) of the successful runs, best first within a size."""
     metric = "test_accuracy" if any(r["test_accuracy"] is not None for r in rows) else "valid_accuracy"
@@ -170,9 +159,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (size, name), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok" and r[metric] is not None]
-        m, sd = _mean_std([r[metric] for r in ok])
-        vm, _ = _mean_std([r["valid_accuracy"] for r in ok if r["valid_accuracy"] is not None])
-        wm, _ = _mean_std([r["wall_s"] for r in ok if r["wall_s"] is not None])
+        m, sd = mean_std([r[metric] for r in ok])
+        vm, _ = mean_std([r["valid_accuracy"] for r in ok if r["valid_accuracy"] is not None])
+        wm, _ = mean_std([r["wall_s"] for r in ok if r["wall_s"] is not None])
         out.append({"train_size": size, "strategy": name, "metric": metric, "mean": m, "std": sd,
                     "valid_mean": vm, "wall_s_mean": wm, "n_ok": len(ok), "n_failed": len(rs) - len(ok),
                     "n_train": next((r["n_train"] for r in ok if r["n_train"] is not None), None),
@@ -239,8 +228,6 @@ def paired_rows(rows: list[dict], size, metric: str) -> list[dict]:
         if r["train_size"] == size and r["status"] == "ok" and r[metric] is not None:
             by.setdefault(r["strategy"], {})[r["seed"]] = r[metric]
     names = list(by)
-    if len(names) < 2:
-        return []
     out = []
     for name in names[1:]:
         res = paired(by[names[0]], by[name])
