@@ -167,3 +167,33 @@ def test_an_auto_head_is_the_centroid_head_for_two_classes_and_logistic_for_more
     w, b = fit_centroid(x, y, len(classes), x.double().mean(0), c=1.0) if expected == "centroid" else \
         fit_logistic(x, y, len(classes), c=1.0)
     assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+
+
+@pytest.mark.parametrize("head", ["logistic", "centroid"])
+def test_a_per_row_c_is_c_over_the_rows_fitted_so_repeating_every_row_leaves_the_head(head):
+    """`linear_probe.per_row`: C = c / n, the objective mean CE + ||W||^2 / (2c); the same rows twice give
+    the same head (with a fixed C the penalty would weigh half as much against twice the loss)."""
+    from types import SimpleNamespace
+
+    from ulmfit.core.linear_probe import fit_centroid
+    from ulmfit.text.transformers.linear_probe import fit_head_on
+
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(30, 5, generator=g) + torch.arange(30).remainder(3).unsqueeze(1)).double()
+    y = torch.arange(30).remainder(3)
+    center = x.mean(0)
+
+    def fitted(xx, yy, **kw):
+        clf = SimpleNamespace(labels=["a", "b", "c"], head=SimpleNamespace(out=torch.nn.Linear(5, 3).double()))
+        fit_head_on(clf, xx, yy, head=head, center=center, **kw)
+        return clf.head.out.weight.detach().clone(), clf.head.out.bias.detach().clone()
+
+    ref = fit_centroid(x, y, 3, center, c=2.0 / 30) if head == "centroid" else fit_logistic(x, y, 3, c=2.0 / 30)
+    w, b = fitted(x, y, c=2.0, per_row=True)
+    assert torch.allclose(w, ref[0]) and torch.allclose(b, ref[1])
+    w2, b2 = fitted(torch.cat([x, x]), torch.cat([y, y]), c=2.0, per_row=True)
+    assert torch.allclose(w2, w, atol=1e-5) and torch.allclose(b2, b, atol=1e-5)
+    w3, _ = fitted(torch.cat([x, x]), torch.cat([y, y]), c=2.0)  # a fixed C: the doubled loss outweighs it
+    assert w3.norm() > w.norm() * 1.01
+    assert from_dict(ClassifierConfig, apply_overrides({}, ["linear_probe.per_row=true"])).linear_probe.per_row
+    assert from_dict(ClassifierConfig, {}).linear_probe.per_row is False

@@ -56,6 +56,16 @@ def test_self_train_head_refits_the_head_on_labelled_and_confident_pseudo_labell
     x, yy = pooled_features(model, texts + extra, y + pseudo.tolist())
     w, b = fit_logistic(x, yy, 3, c=1.0)
     assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    # c per row: the first fit on the 6 labelled rows has C = 2 / 6, the refit on them and 6 picks 2 / 12
+    fit_head(model, texts, y, c=2.0, per_row=True)
+    x6, y6 = pooled_features(model, texts, y)
+    w, b = fit_logistic(x6, y6, 3, c=2.0 / 6)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
+    extra, pseudo, _ = pseudo_label(model, texts, y, unlabelled, ratio=1.0, min_confidence=0.0, pool=None)
+    self_train_head(model, texts, y, unlabelled, c=2.0, per_row=True, ratio=1.0, min_confidence=0.0, pool=None)
+    x, yy = pooled_features(model, texts + extra, y + pseudo.tolist())
+    w, b = fit_logistic(x, yy, 3, c=2.0 / 12)
+    assert torch.allclose(model.head.out.weight, w.float()) and torch.allclose(model.head.out.bias, b.float())
     _, _, few = pseudo_label(model, texts, y, unlabelled, ratio=1.0, min_confidence=0.0, pool=3, seed=1)
     assert few == quota
     extra3, _, _ = pseudo_label(model, texts, y, unlabelled, ratio=5.0, min_confidence=0.0, pool=3, seed=1)

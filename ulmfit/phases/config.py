@@ -123,6 +123,7 @@ class LinearProbeConfig(Choices):
     # fit the head first as an L2 logistic regression (inverse strength C, as scikit-learn's) on the
     # frozen encoder's pooled features, after the contrastive stage (LP-FT); None: a random head
     c: float | None = None
+    per_row: bool = False              # true: c per row, C = c / rows (a refit on more rows is held as firmly)
     max_iter: int = 200                # L-BFGS iterations at most
     # logistic | centroid: each class scores the cosine of (features - centre) with the direction from the
     # centre to its mean feature; the centre is the mean feature of self_training's pool of unlabelled

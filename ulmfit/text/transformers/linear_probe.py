@@ -57,8 +57,8 @@ def resolve_head(head: str, n_classes: int) -> str:
     return "centroid" if n_classes == 2 else "logistic"
 
 
-def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_iter: int = 200,
-             head: str = "logistic", center: torch.Tensor | None = None) -> dict:
+def fit_head(classifier, texts, label_ids, *, c: float = 1.0, per_row: bool = False, bs: int = 64,
+             max_iter: int = 200, head: str = "logistic", center: torch.Tensor | None = None) -> dict:
     """Set the head's linear layer to the logistic regression of the pooled features, or with
     ``head="centroid"`` to the nearest-centroid head measured from `center` (the mean feature of the
     domain's unlabelled texts; None: of the labelled texts), ``head="auto"`` to the one `resolve_head`
@@ -71,17 +71,21 @@ def fit_head(classifier, texts, label_ids, *, c: float = 1.0, bs: int = 64, max_
         raise UlmfitError("classifier.linear_probe reads each text's first window: use model.long_docs: truncate")
     t0 = time.time()
     x, y = pooled_features(classifier, texts, label_ids, bs)
-    row = fit_head_on(classifier, x, y, c=c, max_iter=max_iter, head=head, center=center)
+    row = fit_head_on(classifier, x, y, c=c, per_row=per_row, max_iter=max_iter, head=head, center=center)
     row["epoch_s"] = time.time() - t0
     return row
 
 
-def fit_head_on(classifier, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, max_iter: int = 200,
-                head: str = "logistic", center: torch.Tensor | None = None) -> dict:
-    """`fit_head` on features already read (`x`, (n, d), labels `y`); a history row."""
+def fit_head_on(classifier, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, per_row: bool = False,
+                max_iter: int = 200, head: str = "logistic", center: torch.Tensor | None = None) -> dict:
+    """`fit_head` on features already read (`x`, (n, d), labels `y`); a history row. With `per_row` the
+    inverse strength is c per row, C = c / n: the penalty weighs the same against the mean loss of n rows
+    whatever n is (the objective mean CE + ||W||^2 / (2c))."""
     t0 = time.time()
     head = resolve_head(head, len(classifier.labels))
     y = torch.as_tensor(y).long()
+    if per_row:
+        c = c / max(1, len(y))
     if head == "centroid":
         mid = x.double().mean(0) if center is None else center
         w, b = fit_centroid(x, y, len(classifier.labels), mid, c=c, max_iter=max_iter)

@@ -120,12 +120,13 @@ def resolve_rounds(rounds: int | str, head: str) -> int:
     return int(rounds)
 
 
-def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_iter: int = 200,
-                    head: str = "logistic", ratio: float = 4.0, min_confidence: float = 0.5,
+def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, per_row: bool = False,
+                    max_iter: int = 200, head: str = "logistic", ratio: float = 4.0, min_confidence: float = 0.5,
                     top_fraction: float = 1.0, pool: int | None = 2000, bs: int = 64, seed: int = 42,
                     pool_features: torch.Tensor | None = None, rounds: int | str = 1):
     """Pseudo-label `unlabelled` with `model` (its head already fitted) and fit the head again on the
-    frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head_on`, C = `c`;
+    frozen encoder's features of the labelled + pseudo-labelled texts (`linear_probe.fit_head_on`, C = `c`, or
+    c per row of labelled + pseudo-labelled texts with `per_row`;
     a `centroid` head keeps measuring from the mean feature of the pool). With `rounds` > 1 (`auto`:
     `resolve_rounds`) the refitted head labels the same pool again and the head is refitted from the
     labelled rows and the new picks, until the picks repeat or `rounds` is reached (a cluster-then-label
@@ -151,7 +152,7 @@ def self_train_head(model, texts, label_ids, unlabelled, *, c: float = 1.0, max_
             break  # the head labels the pool as the last one did: refitting would give the same head
         picked, done = (rows, pseudo), done + 1
         row = fit_head_on(model, torch.cat([x_lab, x_pool[torch.as_tensor(rows, dtype=torch.long)]]),
-                          torch.cat([y_lab, torch.as_tensor(pseudo, dtype=torch.long)]), c=c, max_iter=max_iter,
-                          head=head, center=center)
+                          torch.cat([y_lab, torch.as_tensor(pseudo, dtype=torch.long)]), c=c, per_row=per_row,
+                          max_iter=max_iter, head=head, center=center)
     row.update(stage_name="self-training (head)", rounds=done, epoch_s=time.time() - t0)
     return [row], _per_class(model, picked[1], quota)
