@@ -7,6 +7,7 @@ and recipes drive AWD-LSTMs and transformers checkpoints; outputs follow the sam
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from ulmfit.errors import UlmfitError
@@ -119,8 +120,7 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs, loss=con.loss,
                          pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay),
         self_training=_self_training(cfg),
-        linear_probe=dict(c=cfg.linear_probe.c, per_row=cfg.linear_probe.per_row, max_iter=cfg.linear_probe.max_iter,
-                          head=cfg.linear_probe.head) if cfg.linear_probe.c else None,
+        linear_probe=asdict(cfg.linear_probe) if cfg.linear_probe.c else None,  # c, per_row, max_iter, head
         pooling=cfg.model.pooling, normalize=cfg.model.normalize, long_docs=cfg.model.long_docs, out_dir=cfg.out,
         **trainer_kwargs(cfg, quiet))
     metrics = dict(res.metrics, n_train=len(data.train), n_classes=len(data.classes))
