@@ -351,7 +351,8 @@ def main(argv=None) -> dict:
     rows = [r for r in rows if r["seed"] in args.seeds and r["per_class"] in args.per_class
             and r["dataset"] in args.datasets]
     table, pairs = summarise(rows), paired_table(rows)
-    write_table(table, out, f"Few-shot, MiniLM-L6, {args.threads} threads, {cpu}; test accuracy over seeds "
+    threads = f"{args.threads} thread" + ("s" if args.threads != 1 else "")
+    write_table(table, out, f"Few-shot, MiniLM-L6, {threads}, {cpu}; test accuracy over seeds "
                             f"{args.seeds} (mean ± sample std)", pairs)
     result = {"cpu": cpu, "threads": args.threads, "setfit": bool(args.setfit_python), "table": table,
               "paired": pairs}
