@@ -97,6 +97,37 @@ def test_sup_con_stage_pulls_each_class_together(loss):
     assert torch.equal(clf.head.out.weight, head)  # the head is trained after, by the strategy's stages
 
 
+def test_sup_con_stage_mix_is_the_weight_average_of_the_trained_and_the_start_encoder():
+    labels = [0, 1, 0, 1, 0, 1]
+
+    def stage(mix):
+        clf = build_classifier(MINILM, [0, 1], pooling="mean", max_length=16)
+        start = {k: v.clone() for k, v in base_encoder(clf.hf).state_dict().items()}
+        hist = sup_con_stage(clf, TEXTS[:6], labels, epochs=1, lr=1e-4, bs=6, seed=0, loss="pairs",
+                             pairs_per_example=1, mix=mix)
+        return start, base_encoder(clf.hf).state_dict(), hist
+
+    start, trained, hist1 = stage(1.0)
+    _, mixed, hist = stage(0.25)
+    assert "mix" not in hist1[-1] and hist[-1]["mix"] == 0.25
+    moved = 0
+    for k, w in trained.items():
+        if not w.is_floating_point():
+            assert torch.equal(mixed[k], w), k
+            continue
+        assert torch.equal(mixed[k], 0.25 * w + 0.75 * start[k]), k  # the same run, then the average
+        moved += not torch.equal(w, start[k])
+    assert moved > 50  # the stage trained the layers that were mixed
+
+
+def test_mix_weights_refuses_a_weight_outside_0_1():
+    from ulmfit.text.transformers.contrastive import mix_weights
+
+    m = torch.nn.Linear(2, 2)
+    with pytest.raises(UlmfitError, match=r"mix must be in \(0, 1\], got 0"):
+        mix_weights(m, m.state_dict(), 0)
+
+
 def test_sup_con_stage_warns_for_a_single_example_class():
     clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
     with pytest.warns(UserWarning, match=r"\['b'\] have a single labelled example"):

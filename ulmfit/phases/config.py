@@ -104,7 +104,7 @@ class ModelConfig(Choices):
 class ContrastiveConfig(Choices):
     SECTION, CHOICES = "contrastive", {"loss": CONTRASTIVE_LOSSES}
     RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False),
-              "pairs_per_example": AT_LEAST_1, "layer_decay": (0, False, 1, True)}
+              "pairs_per_example": AT_LEAST_1, "layer_decay": (0, False, 1, True), "mix": PORTION}
 
     epochs: float = 0                  # passes over the labelled texts, or over the drawn pairs (0: no stage)
     lr: float = 5.0e-5                 # top group's LR (lower groups follow layer_decay)
@@ -113,6 +113,9 @@ class ContrastiveConfig(Choices):
     temperature: float = 0.1           # supcon: softmax temperature of the cosine similarities
     bs: int = 16                       # supcon: texts per batch (each seen twice); pairs: pairs per batch
     pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
+    # after the stage each encoder weight becomes mix x its trained value + (1 - mix) x its value before the
+    # stage (WiSE-FT's weight-space ensemble, Wortsman et al. 2022); 1: the trained weights as they are
+    mix: float = 1.0
 
 
 @dataclass

@@ -118,7 +118,8 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         src, data.train.texts, names(data.train), valid.texts if valid else None, names(valid) if valid else None,
         test.texts if test else None, names(test) if test else None,
         contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs, loss=con.loss,
-                         pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay),
+                         pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay,
+                         mix=con.mix),
         self_training=_self_training(cfg),
         linear_probe=asdict(cfg.linear_probe) if cfg.linear_probe.c else None,  # c, per_row, max_iter, head
         pooling=cfg.model.pooling, normalize=cfg.model.normalize, long_docs=cfg.model.long_docs, out_dir=cfg.out,

@@ -215,9 +215,10 @@ def finetune_contrastive(model_path, texts, out_dir, *, valid_texts=None, epochs
 def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, layer_decay=None,
                   temperature: float = 0.1, bs: int = 32, loss: str = "supcon", pairs_per_example: int = 20,
                   schedule: str = "linear", schedule_args=None, blocks_per_group: int = 1, seed: int = 42,
-                  train_config: TrainConfig | None = None) -> list[dict]:
+                  train_config: TrainConfig | None = None, mix: float = 1.0) -> list[dict]:
     """Train `classifier`'s encoder in place with a supervised contrastive loss (`loss`, see the
-    module's docstring); its history rows. With `pairs`, an epoch is one pass over the drawn pairs."""
+    module's docstring); its history rows. With `pairs`, an epoch is one pass over the drawn pairs.
+    `mix` < 1 then moves each encoder weight back towards its value before the stage (`mix_weights`)."""
     if loss not in CONTRASTIVE_LOSSES:
         raise UlmfitError(f"contrastive loss {loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
     texts, label_ids, tok = list(texts), list(label_ids), classifier.tokenizer
@@ -241,4 +242,20 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
         objective, split = sup_con_loss(temperature), split_views
     trainer = Trainer(model, groups, objective, loader, None, side_config(train_config, seed),
                       Hooks(split_batch=split))
-    return trainer.fit([all_groups_stage(epochs, lr, layer_decay, "contrastive", schedule, schedule_args)])
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if mix < 1 else None
+    history = trainer.fit([all_groups_stage(epochs, lr, layer_decay, "contrastive", schedule, schedule_args)])
+    if start is not None:
+        mix_weights(model, start, mix)
+        history[-1]["mix"] = mix
+    return history
+
+
+@torch.no_grad()
+def mix_weights(model: nn.Module, start: dict, mix: float) -> None:
+    """Set each floating-point weight of `model` to mix x its value + (1 - mix) x `start`'s, in place: the
+    weight-space ensemble of the trained model and the one it started from (WiSE-FT, Wortsman et al. 2022)."""
+    if not 0 < mix <= 1:
+        raise UlmfitError(f"mix must be in (0, 1], got {mix}")
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            v.copy_(mix * v + (1 - mix) * start[k])

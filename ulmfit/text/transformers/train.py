@@ -235,7 +235,7 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
                                  **kw) -> ClassifierResult:
     """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
 
-    `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay)
+    `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay, mix)
     first trains the encoder with a supervised contrastive loss on the labelled texts
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
     stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter, head) then fits the
