@@ -41,6 +41,7 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     m = json.loads((out / "classifier" / "metrics.json").read_text())
     assert m["n_train"] == 48 and m["n_classes"] == 6  # exactly 8 per class, no validation split
     assert m["linear_probe_head"] == "logistic"  # head: auto, six classes
+    assert m["contrastive_mix"] == 1.0  # mix: auto keeps the pair-trained weights for the logistic head
     assert "valid_accuracy" not in m
     majority = 138 / 500  # DESC, the most frequent class of the TREC-6 test set
     assert m["test_accuracy"] > majority + 0.4, (m, r.stderr[-2000:])
@@ -55,6 +56,8 @@ def test_fewshot_recipe_on_8_per_class_beats_the_majority_class(tmp_path):
     ("bad-size", ["data.train_size=8perclass"], "must be a positive integer, N per class as 'Npc'"),
     ("awd-contrastive", ["finetune_lm.model.type=awd_lstm"], "objective contrastive trains a transformers"),
     ("bad-loss", ["classifier.contrastive.loss=triplets"], "contrastive.loss 'triplets' is not one of supcon, pairs"),
+    ("bad-mix", ["classifier.contrastive.mix=half"], "contrastive.mix 'half' is not a weight in (0, 1] or auto"),
+    ("zero-mix", ["classifier.contrastive.mix=0"], "mix"),
 ])
 def test_fewshot_bad_input_is_one_line_and_exit_2(tmp_path, case, sets, message):
     empty = tmp_path / "empty.txt"

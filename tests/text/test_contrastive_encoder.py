@@ -120,6 +120,14 @@ def test_sup_con_stage_mix_is_the_weight_average_of_the_trained_and_the_start_en
     assert moved > 50  # the stage trained the layers that were mixed
 
 
+def test_mix_auto_is_half_for_the_centroid_head_only():
+    from ulmfit.text.transformers.contrastive import CENTROID_MIX, resolve_mix
+
+    assert CENTROID_MIX == 0.5 and resolve_mix("auto", "centroid") == 0.5
+    assert resolve_mix("auto", "logistic") == 1.0 and resolve_mix("auto", None) == 1.0
+    assert resolve_mix(0.7, "centroid") == 0.7
+
+
 def test_mix_weights_refuses_a_weight_outside_0_1():
     from ulmfit.text.transformers.contrastive import mix_weights
 

@@ -103,6 +103,7 @@ class ModelConfig(Choices):
 @dataclass
 class ContrastiveConfig(Choices):
     SECTION, CHOICES = "contrastive", {"loss": CONTRASTIVE_LOSSES}
+    AUTO = {"mix": "a weight in (0, 1]"}
     RANGES = {"epochs": NON_NEGATIVE, "lr": POSITIVE, "temperature": POSITIVE, "bs": (2, True, None, False),
               "pairs_per_example": AT_LEAST_1, "layer_decay": (0, False, 1, True), "mix": PORTION}
 
@@ -113,9 +114,9 @@ class ContrastiveConfig(Choices):
     temperature: float = 0.1           # supcon: softmax temperature of the cosine similarities
     bs: int = 16                       # supcon: texts per batch (each seen twice); pairs: pairs per batch
     pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
-    # after the stage each encoder weight becomes mix x its trained value + (1 - mix) x its value before the
-    # stage (WiSE-FT's weight-space ensemble, Wortsman et al. 2022); 1: the trained weights as they are
-    mix: float = 1.0
+    # after the stage each encoder weight becomes mix x its trained value + (1 - mix) x its value before (WiSE-FT,
+    # Wortsman et al. 2022); 1: the weights as trained; auto: 0.5 when linear_probe fits the centroid head, else 1
+    mix: float | str = 1.0
 
 
 @dataclass
@@ -138,6 +139,7 @@ class LinearProbeConfig(Choices):
 @dataclass
 class SelfTrainingConfig(Choices):
     SECTION, CHOICES = "self_training", {"mode": ("all", "head")}
+    AUTO = {"rounds": "a number of rounds (1 or more)"}
     RANGES = {"ratio": POSITIVE, "min_confidence": FRACTION, "top_fraction": PORTION, "pool": AT_LEAST_1,
               "epochs": POSITIVE, "lr": POSITIVE, "rounds": AT_LEAST_1}
 
@@ -157,11 +159,6 @@ class SelfTrainingConfig(Choices):
     rounds: int | str = 1
     epochs: float = 2                  # epochs over labelled + pseudo-labelled texts, every group trainable
     lr: float = 5.0e-5                 # top group's LR (lower groups follow model.layer_decay)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.rounds, str) and self.rounds != "auto":
-            raise UlmfitError(f"self_training.rounds {self.rounds!r} is not a number of rounds (1 or more) or auto")
 
 
 @dataclass

@@ -148,15 +148,21 @@ def _in_range(v, r) -> bool:
 
 class Choices:
     """Base of the config sections with fields that take one of a few names: ``CHOICES`` maps such a
-    field to its names, checked whenever the section is made (``SECTION`` names it in the error)."""
+    field to its names, checked whenever the section is made (``SECTION`` names it in the error); ``AUTO``
+    maps a field that takes a number or ``auto`` to what the number is (its range is ``RANGES``')."""
     SECTION: str = ""
     CHOICES: dict = {}
+    AUTO: dict = {}
 
     def __post_init__(self):
         for name, allowed in self.CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
                 raise UlmfitError(f"{self.SECTION}.{name} {value!r} is not one of {', '.join(allowed)}")
+        for name, what in self.AUTO.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                raise UlmfitError(f"{self.SECTION}.{name} {value!r} is not {what} or auto")
 
 
 def check_ranges(obj, where: str = "") -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from ulmfit.core import Hooks, TrainConfig, Trainer, build_strategy, lr_find, set_seed
 from ulmfit.errors import UlmfitError
 from ulmfit.text.transformers import data as td
-from ulmfit.text.transformers.contrastive import sup_con_stage
+from ulmfit.text.transformers.contrastive import resolve_mix, sup_con_stage
 from ulmfit.text.transformers.linear_probe import fit_head, resolve_head
 from ulmfit.text.transformers.self_training import read_pool, self_train, self_train_head
 from ulmfit.text.transformers.backbone import (
@@ -251,16 +251,18 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     texts, y = list(train_texts), setup.labels.encode(train_labels, "train labels")  # checked by the set-up
     side = dict(layer_decay=kw.get("layer_decay"), seed=kw.get("seed", 42), train_config=kw.get("train_config"))
     t0 = time.time()
-    history = []
-    if contrastive and contrastive.get("epochs"):
-        con = dict(contrastive)
-        own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
-        history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
-                                **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
-    pool_x = None
+    history, mixed = [], None
     if linear_probe:  # `auto` names a head by the number of classes; the run's metrics say which
         linear_probe = dict(linear_probe, head=resolve_head(linear_probe.get("head", "logistic"),
                                                             len(setup.model.labels)))
+    if contrastive and contrastive.get("epochs"):
+        con = dict(contrastive)
+        own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
+        con["mix"] = mixed = resolve_mix(con.get("mix", 1.0), linear_probe["head"] if linear_probe else None)
+        history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
+                                **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
+    pool_x = None
+    if linear_probe:
         row, pool_x = _probe_stage(setup.model, texts, y, linear_probe, self_training, side["seed"],
                                    kw.get("bs", 32) * 2)
         history = history + [row]
@@ -295,6 +297,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
             metrics["self_training_rounds"] = history[-1]["rounds"]
     if linear_probe:
         metrics["linear_probe_head"] = linear_probe["head"]
+    if mixed is not None:
+        metrics["contrastive_mix"] = mixed
     out = Path(kw["out_dir"]) if kw.get("out_dir") else None
     if out is not None:
         setup.model.save_pretrained(out / "model")
