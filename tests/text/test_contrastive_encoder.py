@@ -134,6 +134,11 @@ def test_mix_weights_refuses_a_weight_outside_0_1():
     m = torch.nn.Linear(2, 2)
     with pytest.raises(UlmfitError, match=r"mix must be in \(0, 1\], got 0"):
         mix_weights(m, m.state_dict(), 0)
+    clf = build_classifier(MINILM, ["a", "b"], pooling="mean", max_length=16)
+    before = {k: v.clone() for k, v in clf.hf.state_dict().items()}
+    with pytest.raises(UlmfitError, match=r"mix must be in \(0, 1\], got 1.5"):  # before any training
+        sup_con_stage(clf, TEXTS[:4], [0, 1, 0, 1], epochs=1, lr=1e-4, bs=4, seed=0, mix=1.5)
+    assert all(torch.equal(v, before[k]) for k, v in clf.hf.state_dict().items())
 
 
 def test_sup_con_stage_warns_for_a_single_example_class():

@@ -221,6 +221,7 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
     `mix` < 1 then moves each encoder weight back towards its value before the stage (`mix_weights`)."""
     if loss not in CONTRASTIVE_LOSSES:
         raise UlmfitError(f"contrastive loss {loss!r} is not one of {', '.join(CONTRASTIVE_LOSSES)}")
+    check_mix(mix)  # before the stage trains, not after
     texts, label_ids, tok = list(texts), list(label_ids), classifier.tokenizer
     counts = {}
     for y in label_ids:
@@ -264,12 +265,16 @@ def resolve_mix(mix: float | str, head: str | None) -> float:
     return float(mix)
 
 
+def check_mix(mix: float) -> None:
+    if not 0 < mix <= 1:
+        raise UlmfitError(f"mix must be in (0, 1], got {mix}")
+
+
 @torch.no_grad()
 def mix_weights(model: nn.Module, start: dict, mix: float) -> None:
     """Set each floating-point weight of `model` to mix x its value + (1 - mix) x `start`'s, in place: the
     weight-space ensemble of the trained model and the one it started from (WiSE-FT, Wortsman et al. 2022)."""
-    if not 0 < mix <= 1:
-        raise UlmfitError(f"mix must be in (0, 1], got {mix}")
+    check_mix(mix)
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             v.copy_(mix * v + (1 - mix) * start[k])
