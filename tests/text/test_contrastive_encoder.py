@@ -126,6 +126,9 @@ def test_mix_auto_is_half_for_the_centroid_head_only():
     assert CENTROID_MIX == 0.5 and resolve_mix("auto", "centroid") == 0.5
     assert resolve_mix("auto", "logistic") == 1.0 and resolve_mix("auto", None) == 1.0
     assert resolve_mix(0.7, "centroid") == 0.7
+    # from the pretrained checkpoint (no phase 2) auto keeps the pair-trained weights; a number is kept as given
+    assert resolve_mix("auto", "centroid", from_checkpoint=True) == 1.0
+    assert resolve_mix(0.7, "centroid", from_checkpoint=True) == 0.7
 
 
 def test_mix_weights_refuses_a_weight_outside_0_1():

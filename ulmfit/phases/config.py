@@ -115,7 +115,7 @@ class ContrastiveConfig(Choices):
     bs: int = 16                       # supcon: texts per batch (each seen twice); pairs: pairs per batch
     pairs_per_example: int = 20        # pairs: partners of its class and as many of others, per labelled text
     # after the stage each encoder weight becomes mix x its trained value + (1 - mix) x its value before (WiSE-FT,
-    # Wortsman et al. 2022); 1: the weights as trained; auto: 0.5 when linear_probe fits the centroid head, else 1
+    # Wortsman et al. 2022); 1: as trained; auto: 0.5 for the centroid head after phase 2 (an --encoder), else 1
     mix: float | str = 1.0
 
 

@@ -119,7 +119,7 @@ def train_classifier(cfg: ClassifierConfig, quiet: bool = False, resume: bool = 
         test.texts if test else None, names(test) if test else None,
         contrastive=dict(epochs=con.epochs, lr=con.lr, temperature=con.temperature, bs=con.bs, loss=con.loss,
                          pairs_per_example=con.pairs_per_example, layer_decay=con.layer_decay,
-                         mix=con.mix),
+                         mix=con.mix, from_checkpoint=not cfg.encoder),
         self_training=_self_training(cfg),
         linear_probe=asdict(cfg.linear_probe) if cfg.linear_probe.c else None,  # c, per_row, max_iter, head
         pooling=cfg.model.pooling, normalize=cfg.model.normalize, long_docs=cfg.model.long_docs, out_dir=cfg.out,

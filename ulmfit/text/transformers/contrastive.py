@@ -257,11 +257,12 @@ def sup_con_stage(classifier, texts, label_ids, *, epochs: float, lr: float, lay
 CENTROID_MIX = 0.5
 
 
-def resolve_mix(mix: float | str, head: str | None) -> float:
+def resolve_mix(mix: float | str, head: str | None, from_checkpoint: bool = False) -> float:
     """The weight `contrastive.mix` names for the head the linear probe fits (None: none): ``auto`` is
-    CENTROID_MIX for the centroid head and 1 (no mix) otherwise."""
+    CENTROID_MIX for the centroid head and 1 (no mix) otherwise, and 1 when the stage starts from the
+    pretrained checkpoint itself (`from_checkpoint`: no phase 2), whose weights do not know the domain."""
     if mix == "auto":
-        return CENTROID_MIX if head == "centroid" else 1.0
+        return CENTROID_MIX if head == "centroid" and not from_checkpoint else 1.0
     return float(mix)
 
 
