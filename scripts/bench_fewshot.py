@@ -321,9 +321,6 @@ def main(argv=None) -> dict:
                         if tool != "ulmfit_no_phase2" and lm is None:
                             lm, lm_s = lms[ds] = phase2(args, data, ds, out)
                         extra = {"ulmfit_no_contrastive": ["contrastive.epochs=0"],
-                                 # no phase 2: a weight mix would go back to the plain checkpoint (it lost
-                                 # on SST-2 64, docs/results.md#a-weight-mix-after-the-pair-stage)
-                                 "ulmfit_no_phase2": ["contrastive.mix=1"],
                                  "ulmfit_pairs": PAIRS + GRADUAL,
                                  "ulmfit_pairs_head": PAIRS + ["linear_probe.c=null", "train.strategy=head_only",
                                                                "train.epochs=10"] + NO_ST,

@@ -236,7 +236,8 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     """Train (see `build_classifier_trainer` for the options), evaluate on test, export to `out_dir`.
 
     `contrastive` (optional: epochs, lr, temperature, bs, loss, pairs_per_example, layer_decay, mix, and
-    from_checkpoint: `model_path` is the pretrained checkpoint, no phase 2, for `resolve_mix`) first trains the encoder with a supervised contrastive loss on the labelled texts
+    from_checkpoint: `model_path` is the pretrained checkpoint, no phase 2, for `resolve_mix`) first
+    trains the encoder with a supervised contrastive loss on the labelled texts
     (`contrastive.sup_con_stage`; its own layer_decay, else the classifier's), then the strategy's
     stages train the head and unfreeze as usual. `linear_probe` (optional: c, max_iter, head) then fits the
     head as a logistic regression (or a nearest-centroid head, measured from the mean feature of
@@ -258,8 +259,9 @@ def train_transformer_classifier(model_path, train_texts, train_labels, valid_te
     if contrastive and contrastive.get("epochs"):
         con = dict(contrastive)
         own_decay = con.pop("layer_decay", None)  # None: the classifier's layer decay
+        from_checkpoint = con.pop("from_checkpoint", False)
         con["mix"] = mixed = resolve_mix(con.get("mix", 1.0), linear_probe["head"] if linear_probe else None,
-                                         con.pop("from_checkpoint", False))
+                                         from_checkpoint)
         history = sup_con_stage(setup.model, texts, y, blocks_per_group=kw.get("blocks_per_group", 1),
                                 **dict(side, layer_decay=own_decay or side["layer_decay"]), **con)
     pool_x = None
